@@ -1,0 +1,1 @@
+"""slacomp API service (FastAPI)."""

@@ -1,0 +1,1 @@
+"""slacomp oracle: terms, evidence, KPI engine, reports, signing and submission."""

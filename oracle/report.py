@@ -1,0 +1,86 @@
+"""The KPI report the oracles sign: the one definition of its EIP-712 type, shared by the
+signer, the submitter, verification and the Solidity tests (the contract's REPORT_TYPEHASH is
+checked against `REPORT_TYPE` by a test)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from eth_abi import encode
+from eth_utils import keccak, to_checksum_address
+
+from .schedule import pack_attainments
+
+DOMAIN_NAME = "slacomp Agreement"
+DOMAIN_VERSION = "1"
+REPORT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("period", "uint32"),
+    ("termsHash", "bytes32"),
+    ("evidenceRoot", "bytes32"),
+    ("attainments", "bytes"),
+)
+REPORT_TYPE = "Report(" + ",".join(f"{t} {n}" for n, t in REPORT_FIELDS) + ")"
+REPORT_TYPEHASH = keccak(text=REPORT_TYPE)
+DOMAIN_TYPEHASH = keccak(
+    text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+
+
+@dataclass(frozen=True)
+class Report:
+    """Attestation of one period's attainments (bps) per objective and subject, in terms order."""
+
+    period: int
+    terms_hash: bytes
+    evidence_root: bytes
+    attainments: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        if len(self.terms_hash) != 32 or len(self.evidence_root) != 32:
+            raise ValueError("terms_hash and evidence_root must be 32 bytes")
+        object.__setattr__(self, "attainments", tuple(tuple(int(b) for b in row) for row in self.attainments))
+
+    @property
+    def packed_attainments(self) -> bytes:
+        return pack_attainments(self.attainments)
+
+    def struct_hash(self) -> bytes:
+        return keccak(encode(
+            ["bytes32", "uint32", "bytes32", "bytes32", "bytes32"],
+            [REPORT_TYPEHASH, self.period, self.terms_hash, self.evidence_root, keccak(self.packed_attainments)],
+        ))
+
+    def digest(self, chain_id: int, agreement: str) -> bytes:
+        """The EIP-712 digest the oracles sign (domain: this agreement on this chain)."""
+        return keccak(b"\x19\x01" + domain_separator(chain_id, agreement) + self.struct_hash())
+
+    def typed_data(self, chain_id: int, agreement: str) -> dict:
+        """The same message as EIP-712 JSON (for wallets and eth_account.encode_typed_data)."""
+        return {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"},
+                ],
+                "Report": [{"name": n, "type": t} for n, t in REPORT_FIELDS],
+            },
+            "primaryType": "Report",
+            "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id,
+                       "verifyingContract": to_checksum_address(agreement)},
+            "message": {"period": self.period, "termsHash": self.terms_hash,
+                        "evidenceRoot": self.evidence_root, "attainments": self.packed_attainments},
+        }
+
+
+def domain_separator(chain_id: int, agreement: str) -> bytes:
+    return keccak(encode(
+        ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+        [DOMAIN_TYPEHASH, keccak(text=DOMAIN_NAME), keccak(text=DOMAIN_VERSION), chain_id,
+         to_checksum_address(agreement)],
+    ))
+
+
+def make_report(period: int, terms_hash: bytes | str, evidence_root: bytes | str,
+                attainments: Sequence[Sequence[int]]) -> Report:
+    def b32(v: bytes | str) -> bytes:
+        return bytes.fromhex(v[2:] if v.startswith("0x") else v) if isinstance(v, str) else v
+    return Report(period, b32(terms_hash), b32(evidence_root), tuple(tuple(r) for r in attainments))
