@@ -74,7 +74,7 @@ def create(factory, vendor, cfg: Config):
 
 @pytest.fixture
 def start():
-    return chain.time() + 60
+    return web3.eth.get_block("latest").timestamp + 60
 
 
 @pytest.fixture
@@ -120,11 +120,10 @@ def submit(agreement, cfg: Config, period: int, attainments, sender, **kw):
 
 
 def end_period(cfg: Config, period: int):
-    """Move chain time past the end of `period`."""
-    delta = cfg.period_bounds[period + 1] - chain.time() + 1
-    if delta > 0:
-        chain.sleep(delta)
-    chain.mine()
+    """Mine a block past the end of `period` (by timestamp, so it also holds after chain.revert())."""
+    end = cfg.period_bounds[period + 1]
+    if web3.eth.get_block("latest").timestamp <= end:
+        web3.provider.make_request("evm_mine", [end + 1])  # brownie's chain.mine(timestamp) fails on Anvil
 
 
 def reverts(error: str, *args):
