@@ -78,6 +78,13 @@ def _cmd_terms(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from oracle.demo import run_demo
+
+    result = run_demo(rpc=args.rpc)
+    return 0 if result.paid == result.engine_credit == result.customer_received else 1
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slacomp", description="SLA compensation for connected-device estates.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +101,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("terms", help="terms file (YAML, schema slacomp/v1)")
     p.add_argument("--canonical", action="store_true", help="print the canonical bytes that are hashed")
     p.set_defaults(handler=_cmd_terms)
+
+    p = sub.add_parser("demo", help="deploy, fund, measure, sign, submit and pay one agreement end to end")
+    p.add_argument("--rpc", help="JSON-RPC URL with unlocked dev accounts (default: start Anvil)")
+    p.add_argument("--no-serve", action="store_true", help="end after the summary (no API server yet)")
+    p.set_defaults(handler=_cmd_demo)
     return parser
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
 
+from .kpi import PeriodResult
 from .schedule import pack_attainments
 
 DOMAIN_NAME = "slacomp Agreement"
@@ -84,3 +85,11 @@ def make_report(period: int, terms_hash: bytes | str, evidence_root: bytes | str
     def b32(v: bytes | str) -> bytes:
         return bytes.fromhex(v[2:] if v.startswith("0x") else v) if isinstance(v, str) else v
     return Report(period, b32(terms_hash), b32(evidence_root), tuple(tuple(r) for r in attainments))
+
+
+def report_from_result(result: PeriodResult, period_index: int) -> Report:
+    """The report attesting a KPI engine result (attainments in terms order, then subjects)."""
+    if result.as_of is not None:
+        raise ValueError("a month-to-date (as-of) result cannot be reported")
+    return make_report(period_index, result.terms_hash, result.evidence_root,
+                       [[r.attainment_bps for r in o.results] for o in result.objectives])

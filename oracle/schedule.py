@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from eth_utils import keccak, to_checksum_address
 
 from .credit import BPS, Tier, capped_total, subject_credit, validate_tiers
+from .terms import Terms, period_bounds, period_labels, terms_hash
 
 SCOPES = {"estate": 0, "per_site": 1, "per_device": 2}
 ZERO_ADDRESS = "0x" + "00" * 20
@@ -169,3 +170,23 @@ def unpack_attainments(data: bytes) -> list[list[int]]:
     if off != len(data):
         raise ValueError("truncated attainments")
     return rows
+
+
+def config_from_terms(terms: Terms, *, customer: str, asset: str, oracles: Sequence[str],
+                      threshold: int) -> Config:
+    """The on-chain Config for an agreement under `terms`: fees and tiers from the terms, one
+    period per calendar month of the term (agreement time zone), and the agreed oracle set."""
+    labels = period_labels(terms)
+    bounds = [period_bounds(terms, label)[0] for label in labels] + [period_bounds(terms, labels[-1])[1]]
+    return Config(
+        customer=customer,
+        asset=asset,
+        terms_hash=bytes.fromhex(terms_hash(terms)[2:]),
+        monthly_fee=terms.monthly_fee,
+        credit_cap_bps=terms.credit_cap_bps,
+        site_fees=tuple(site.fee for site in terms.sites),
+        objectives=tuple(ObjectiveSchedule(SCOPES[o.scope], o.device_fee, o.tiers) for o in terms.objectives),
+        period_bounds=tuple(bounds),
+        oracles=tuple(oracles),
+        threshold=threshold,
+    )
