@@ -30,13 +30,14 @@ setup: $(BIN)/slacomp node_modules/.package-lock.json $(SOLCX_BINARY_PATH)/solc-
 	$(BIN)/brownie compile >/dev/null
 
 demo: setup
-	$(BIN)/brownie run scripts/demo.py --network $(NETWORK)
+	$(BIN)/slacomp demo $(DEMO_ARGS)
 
 test: setup
 	$(BIN)/brownie test tests --network $(NETWORK)
 
 bench: setup
-	$(BIN)/brownie run bench/gas.py --network $(NETWORK)
+	$(BIN)/python bench/gas.py
+	$(BIN)/python bench/kpi.py
 
 clean:
 	rm -rf build .solcx

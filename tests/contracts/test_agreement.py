@@ -4,7 +4,7 @@ from __future__ import annotations
 import brownie
 import pytest
 from brownie import Agreement, chain, web3
-from conftest import (EVIDENCE, ORACLE_KEYS, ORACLES, TERMS_HASH, ZERO, all_met, create, end_period,
+from tests.contracts.conftest import (EVIDENCE, ORACLE_KEYS, ORACLES, TERMS_HASH, ZERO, all_met, create, end_period,
                       make_config, reverts, signed, submit)
 from eth_utils import keccak
 
@@ -187,6 +187,11 @@ def test_attainment_above_100_percent_reverts(eth_agreement, cfg, outsider):
         eth_agreement.submitReport(cfg.encoded(), 0, TERMS_HASH, EVIDENCE, bytes(att), sigs, {"from": outsider})
 
 
+def test_eip712_domain_binds_chain_and_agreement(eth_agreement):
+    fields, name, version, chain_id, verifying, salt, extensions = eth_agreement.eip712Domain()
+    assert (name, version, chain_id, verifying) == ("slacomp Agreement", "1", chain.id, eth_agreement.address)
+
+
 def test_report_digest_and_typehash_match_python(eth_agreement, cfg):
     report = make_report(2, TERMS_HASH, EVIDENCE, [[1, 2], [3, 4], [5]])
     assert bytes(eth_agreement.REPORT_TYPEHASH()) == REPORT_TYPEHASH
@@ -238,8 +243,9 @@ def test_reserve_and_withdraw(eth_agreement, cfg, vendor, outsider):
     with reverts("ZeroAmount"):
         eth_agreement.withdraw(0, {"from": vendor})
     before = vendor.balance()
-    tx = eth_agreement.withdraw(8_000, {"from": vendor, "gas_price": 0})
-    assert vendor.balance() - before == 8_000 and tx.events["Withdrawn"]["amount"] == 8_000
+    tx = eth_agreement.withdraw(8_000, {"from": vendor})
+    assert vendor.balance() - before + tx.gas_used * tx.gas_price == 8_000
+    assert tx.events["Withdrawn"]["amount"] == 8_000
     end_period(cfg, 0)
     submit(eth_agreement, cfg, 0, all_met(cfg), outsider)
     assert eth_agreement.withdrawable() == 4_000  # one period's reserve released
@@ -327,10 +333,12 @@ def test_rotation_reverts(eth_agreement, cfg, vendor, customer, outsider):
     with reverts("NotParty", outsider.address):
         eth_agreement.acceptOracleSet(cfg.encoded(), new.encoded(), {"from": outsider})
     other = cfg.with_oracles(ORACLES[3:6], 3)
-    with brownie.reverts():
+    with reverts("OracleSetMismatch", keccak(new.oracle_set()), keccak(other.oracle_set())):
         eth_agreement.acceptOracleSet(cfg.encoded(), other.encoded(), {"from": customer})
     sneaky = Config(new.customer, new.asset, new.terms_hash, 1, new.credit_cap_bps, new.site_fees,
                     new.objectives, new.period_bounds, new.oracles, new.threshold)  # fee changed too
-    with brownie.reverts():
+    with reverts("ConfigMismatch", cfg.hash(), sneaky.hash()):
         eth_agreement.acceptOracleSet(cfg.encoded(), sneaky.encoded(), {"from": customer})
+    with reverts("ConfigMismatch", cfg.hash(), sneaky.hash()):  # a stale/forged current config
+        eth_agreement.acceptOracleSet(sneaky.encoded(), new.encoded(), {"from": customer})
     assert eth_agreement.configHash() == "0x" + cfg.hash().hex()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import brownie
 import pytest
 from brownie import HostileCustomer, TestToken, chain, web3
-from conftest import (EVIDENCE, ORACLE_KEYS, ORACLES, TERMS_HASH, ZERO, all_met, create, end_period, make_config,
+from tests.contracts.conftest import (EVIDENCE, ORACLE_KEYS, ORACLES, TERMS_HASH, ZERO, all_met, create, end_period, make_config,
                       reverts, signed, submit)
 from eth_account import Account
 from eth_utils import keccak
@@ -176,18 +176,20 @@ def test_reverting_customer_gets_claimable_credit(factory, vendor, hostile, star
 
 def test_reentrant_customer_cannot_reenter(factory, vendor, hostile, start, outsider):
     agreement, cfg = _hostile_agreement(factory, vendor, hostile, start)
-    end_period(cfg, 1)
-    # on receipt, try to settle the next period again from inside the payout
-    att, sigs = signed(agreement, cfg, 1, MISS(cfg))
-    hostile.setMode(2, agreement, agreement.submitReport.encode_input(
-        cfg.encoded(), 1, TERMS_HASH, EVIDENCE, att, sigs), {"from": vendor})
-    tx = submit(agreement, cfg, 0, MISS(cfg), outsider)
-    assert "CreditDeferred" in tx.events and agreement.nextPeriod() == 1
-    assert agreement.claimable() == 2_000
-    # re-entering claim() from the payout is refused as well
-    hostile.setMode(2, agreement, agreement.claim.encode_input(hostile), {"from": vendor})
-    submit(agreement, cfg, 1, MISS(cfg), outsider)
-    assert agreement.claimable() == 4_000 and agreement.escrowBalance() == 20_000
+    end_period(cfg, 2)
+    reentrancy = keccak(text="Reentrancy()")[:4]
+    # on receipt of each period's credit, the customer re-enters a money path of the agreement
+    # (short calls: a push forwards 50,000 gas, so a long re-entry would simply run out of gas)
+    payloads = [agreement.repayDebt.encode_input(), agreement.deposit.encode_input(1),
+                agreement.claim.encode_input(hostile)]
+    for period, payload in enumerate(payloads):
+        hostile.setMode(2, agreement, payload, {"from": vendor})
+        tx = submit(agreement, cfg, period, MISS(cfg), outsider)
+        assert hostile.reentered() is False and bytes(hostile.reentryError()) == reentrancy
+        assert tx.events["CreditPaid"]["amount"] == 2_000
+    assert agreement.nextPeriod() == 3 and agreement.claimable() == 0
+    assert hostile.balance() == 3 * 2_000  # each period's credit, once
+    assert agreement.escrowBalance() == 0  # after the last period the rest went back to the vendor
 
 
 @pytest.fixture

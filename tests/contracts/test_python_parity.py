@@ -6,7 +6,7 @@ import random
 
 import pytest
 from brownie import Agreement
-from conftest import ORACLES, ZERO, create, make_config
+from tests.contracts.conftest import ORACLES, ZERO, create, make_config
 from eth_utils import keccak
 
 from oracle.credit import BPS

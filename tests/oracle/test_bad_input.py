@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import UPTIME, site, terms_text, write_evidence
+from tests.oracle.conftest import UPTIME, site, terms_text, write_evidence
 
 from oracle.cli import main
 from oracle.evidence import EvidenceError, InvalidEvidence, load_evidence

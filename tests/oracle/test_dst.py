@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from bruteforce import brute_force
-from conftest import AVAIL, UPTIME, site, terms_text, write_evidence
+from tests.oracle.bruteforce import brute_force
+from tests.oracle.conftest import AVAIL, UPTIME, site, terms_text, write_evidence
 
 from oracle.evidence import load_evidence
 from oracle.kpi import compute_period, measure_window

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
+from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 
 from oracle.evidence import load_evidence
 from oracle.kpi import compute_period

@@ -8,8 +8,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bruteforce import brute_force
-from conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
+from tests.oracle.bruteforce import brute_force
+from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import UPTIME, site, terms_text, write_evidence
+from tests.oracle.conftest import UPTIME, site, terms_text, write_evidence
 
 from oracle.cli import main
 from oracle.commitment import evidence_leaves
