@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from oracle.csvraw import CsvProblems, RawCsv, parse_ts_text, read_raw
+from oracle.csvraw import FAST_MIN_BYTES, CsvProblems, RawCsv, parse_ts_text, read_fast, read_raw
 from oracle.terms import Terms
 
 I64 = NDArray[np.int64]
@@ -191,12 +191,20 @@ def _load_devices(path: Path, terms: Terms, errors: _Errors) -> tuple[tuple[str,
     return ids, arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy()
 
 
-def _load_events(path: Path, device_ids: tuple[str, ...], errors: _Errors) -> tuple[I64, I64, NDArray[np.int8]] | None:
+def _load_events(path: Path, device_ids: tuple[str, ...], errors: _Errors,
+                 fast: bool = True) -> tuple[I64, I64, NDArray[np.int8]] | None:
     f = path.name
+    # Large plain files in the usual forms take polars' reader; anything it does not vouch
+    # for (and any error, which needs line numbers) takes the exact reader below.
+    cols = read_fast(path, {"device_id": device_ids, "state": STATES}, ["ts"]) \
+        if fast and path.stat().st_size >= FAST_MIN_BYTES else None
+    if cols is not None:
+        dev, state, ts = cols["device_id"], cols["state"], cols["ts"]
+        out = _sort_events(dev, ts, state, device_ids)
+        return _load_events(path, device_ids, errors, fast=False) if out is None else out
     raw = _read(path, ["ts", "device_id", "state"], errors)
     if raw is None:
         return None
-    n = len(raw)
     dev = raw.factorize(raw.col("device_id"), list(device_ids))
     state = raw.factorize(raw.col("state"), list(STATES))
     ts, bad_ts = raw.timestamps(raw.col("ts"))
@@ -215,6 +223,14 @@ def _load_events(path: Path, device_ids: tuple[str, ...], errors: _Errors) -> tu
                 errors.add(f, int(raw.lines[rows[MAX_REPORTED]]), field, f"{len(rows) - MAX_REPORTED} more rows like this")
     if errors.items:
         return None
+    return _sort_events(dev, ts, state, device_ids, raw, errors)
+
+
+def _sort_events(dev: I64, ts: I64, state: I64, device_ids: tuple[str, ...], raw: RawCsv | None = None,
+                 errors: _Errors | None = None) -> tuple[I64, I64, NDArray[np.int8]] | None:
+    """Events sorted by (device, ts) with identical repeats dropped. Two states of a device
+    at one instant are reported with their lines (None without `raw`: the caller rereads)."""
+    n = len(ts)
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
     tmin = int(ts.min())
@@ -228,15 +244,17 @@ def _load_events(path: Path, device_ids: tuple[str, ...], errors: _Errors) -> tu
         s_dev, s_ts, s_state = dev[order], ts[order], state[order]
     same_instant = (s_dev[1:] == s_dev[:-1]) & (s_ts[1:] == s_ts[:-1])
     conflict = np.flatnonzero(same_instant & (s_state[1:] != s_state[:-1]))
-    for c in conflict[:MAX_REPORTED].tolist():
-        d_, t_ = s_dev[c], s_ts[c]
-        rows = np.flatnonzero((dev == d_) & (ts == t_))
-        lines = [int(raw.lines[r]) for r in rows]
-        states = sorted({STATES[int(state[r])] for r in rows})
-        errors.add(f, lines[-1], "state",
-                   f"device {device_ids[d_]!r} has different states ({', '.join(states)}) at the same instant "
-                   f"on lines {', '.join(map(str, lines))}")
     if len(conflict):
+        if raw is None or errors is None:
+            return None
+        for c in conflict[:MAX_REPORTED].tolist():
+            d_, t_ = s_dev[c], s_ts[c]
+            rows = np.flatnonzero((dev == d_) & (ts == t_))
+            lines = [int(raw.lines[r]) for r in rows]
+            states = sorted({STATES[int(state[r])] for r in rows})
+            errors.add(raw.file, lines[-1], "state",
+                       f"device {device_ids[d_]!r} has different states ({', '.join(states)}) at the same instant "
+                       f"on lines {', '.join(map(str, lines))}")
         return None
     keep = np.concatenate([[True], ~same_instant])  # identical repeated rows count once
     return s_dev[keep], s_ts[keep], s_state[keep].astype(np.int8)

@@ -7,6 +7,7 @@ hours inside the window, minus or flagged by exclusions), so no per-second work 
 Site KPIs sweep +1/-1 deltas of qualifying devices per site."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,33 +247,37 @@ class _Segments:
 
 def _segments(ev: Evidence, stale: int, w0: int, w1: int) -> _Segments:
     sel = select_events(ev, w0, w1)
-    d, t, s = ev.ev_device[sel], ev.ev_ts[sel], ev.ev_state[sel].astype(np.int8)
-    n = len(d)
-    same_next = np.concatenate([d[1:] == d[:-1], [False]]) if n else np.zeros(0, bool)
-    nxt = np.where(same_next, np.concatenate([t[1:], [0]]) if n else t, np.int64(2**62))
+    d, t, s = ev.ev_device[sel], ev.ev_ts[sel], ev.ev_state[sel]
+    n, nd = len(d), ev.n_devices
+    # Pieces, per device in id order: a leading unknown one, then per event its fresh state
+    # and the unknown gap after it. Events are sorted by (device, ts), so they are written
+    # straight into place: event i (of device d) at 2i + d + 1, the lead of d at
+    # d + 2 * (events of the devices before d). Contiguous per device, so clipping keeps them so.
+    count = np.bincount(d, minlength=nd)
+    before = np.zeros(nd, dtype=np.int64)
+    np.cumsum(count[:-1], out=before[1:])
+    nxt = np.full(n, 2**62, dtype=np.int64)
+    if n:
+        same_next = d[1:] == d[:-1]
+        nxt[:-1] = np.where(same_next, t[1:], nxt[:-1])
     fresh_end = np.minimum(nxt, t + stale)
-    first = np.concatenate([[True], d[1:] != d[:-1]]) if n else np.zeros(0, bool)
-    nd = ev.n_devices
-    has = np.zeros(nd, dtype=bool)
-    has[d] = True
-    silent = np.flatnonzero(~has)
-    # Pieces: a leading unknown one per device, then per event its fresh state and the
-    # unknown gap after it. They are contiguous per device, so clipping keeps them so.
-    lead_dev = np.concatenate([d[first], silent])
-    lead_b = np.concatenate([t[first], np.full(len(silent), w1, dtype=np.int64)])
-    dev = np.concatenate([lead_dev, np.repeat(d, 2)])
-    a = np.concatenate([np.full(len(lead_dev), w0, dtype=np.int64), np.stack([t, fresh_end], 1).ravel()])
-    b = np.concatenate([lead_b, np.stack([fresh_end, nxt], 1).ravel()])
-    code = np.concatenate([np.full(len(lead_dev), UNKNOWN, dtype=np.int8),
-                           np.stack([s, np.full(n, UNKNOWN, dtype=np.int8)], 1).ravel()])
-    a = np.maximum(a, np.maximum(ev.deployed[dev], w0))
-    b = np.minimum(b, np.minimum(ev.retired[dev], w1))
+    lead = np.arange(nd, dtype=np.int64) + 2 * before
+    pos = 2 * np.arange(n, dtype=np.int64) + d + 1
+    a = np.empty(nd + 2 * n, dtype=np.int64)
+    b = np.empty_like(a)
+    code = np.empty(len(a), dtype=np.int8)
+    a[lead] = w0
+    b[lead] = np.where(count > 0, t[np.minimum(before, max(n - 1, 0))] if n else w1, w1)
+    code[lead] = UNKNOWN
+    a[pos], b[pos], code[pos] = t, fresh_end, s
+    pos += 1
+    a[pos], b[pos], code[pos] = fresh_end, nxt, UNKNOWN
+    per_dev = 1 + 2 * count
+    np.maximum(a, np.repeat(np.maximum(ev.deployed, w0), per_dev), out=a)
+    np.minimum(b, np.repeat(np.minimum(ev.retired, w1), per_dev), out=b)
     keep = a < b
-    dev, a, b, code = dev[keep], a[keep], b[keep], code[keep]
-    # Stable by device: leads (concatenated first) precede that device's event pieces,
-    # which are already in time order; timsort merges the few sorted runs cheaply.
-    order = np.argsort(dev, kind="stable")
-    return _Segments(dev[order], a[order], b[order], code[order])
+    dev = np.repeat(np.arange(nd, dtype=np.int64), per_dev)
+    return _Segments(dev[keep], a[keep], b[keep], code[keep])
 
 
 def _class_tables(terms: Terms) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
@@ -482,6 +487,18 @@ def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | No
     if as_of is not None and not start < as_of <= end:
         raise PeriodError("as_of", f"{iso_utc(as_of)} is not inside period {label} ({iso_utc(start)} to {iso_utc(end)}]")
     w1 = end if as_of is None else as_of
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Hashing the evidence (keccak releases the GIL) overlaps the KPI arithmetic.
+        leaves = pool.submit(evidence_leaves, terms, evidence, start, w1)
+        out, total = _objective_results(terms, evidence, start, w1, end, as_of)
+        root = leaves.result().root
+    return PeriodResult(terms.agreement, label, start, end, terms_hash(terms), "0x" + root.hex(),
+                        tuple(out), total, as_of)
+
+
+def _objective_results(terms: Terms, evidence: Evidence, start: int, w1: int, end: int,
+                       as_of: int | None) -> tuple[list[ObjectiveResult], int]:
+    """Per-objective results over [start, w1) and the capped total credit."""
     ctx = _context(terms, evidence, start, w1, end)
     # per_device subjects: devices deployed at some point of the period, sorted by id
     live = np.flatnonzero((evidence.deployed < end) & (evidence.retired > start))
@@ -515,10 +532,7 @@ def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | No
                 extra = _budget(o.target_bps, good, counted, counted + remaining)
             results.append(SubjectResult(subject, good, counted, att, att >= o.target_bps, credit, **extra))
         out.append(ObjectiveResult(o.id, o.kpi, o.scope, o.target_bps, tuple(results)))
-    total = capped_total(credits, terms.monthly_fee, terms.credit_cap_bps)
-    root = evidence_leaves(terms, evidence, start, w1).root
-    return PeriodResult(terms.agreement, label, start, end, terms_hash(terms), "0x" + root.hex(),
-                        tuple(out), total, as_of)
+    return out, capped_total(credits, terms.monthly_fee, terms.credit_cap_bps)
 
 
 def _budget(target_bps: int, good: int, counted: int, expected: int) -> dict[str, Any]:

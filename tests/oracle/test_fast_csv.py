@@ -71,7 +71,7 @@ ROWS = "2026-10-01T00:00:00Z,d1,available\n2026-10-01T00:05:00+01:00,d2,faulted\
     "ts,device_id,state\n" + ROWS.rstrip("\n"),  # no final newline
     ("ts,device_id,state\n" + ROWS).replace("\n", "\r\n"),
     b"\xef\xbb\xbfts,device_id,state\n" + ROWS.encode(),
-    " state , ts,device_id,note\n" + "".join(f"{s},{t},{d},x{i}\n" for i, (t, d, s) in
+    "state,ts,device_id,note\n" + "".join(f"{s},{t},{d},x{i}\n" for i, (t, d, s) in
                                               enumerate(r.split(",") for r in ROWS.splitlines())),
 ])
 def test_fast_reader_agrees_with_the_exact_reader(tmp_path: Path, data: str | bytes) -> None:
@@ -118,9 +118,10 @@ def test_fast_and_exact_loads_give_the_same_result(tmp_path: Path, monkeypatch: 
     rng = random.Random(3)
     events = [(f"2026-10-{rng.randint(1, 31):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00"
                + rng.choice(["Z", "+01:00", "-05:30"]), rng.choice(DEVICES), rng.choice(STATES)) for _ in range(3000)]
-    events = list({(t, d): (t, d, s) for t, d, s in events}.values())
+    events = list({(parse_ts_text(str(t)), d): (t, d, s) for t, d, s in events}.values())
     events += events[:50]  # identical repeats count once
     folder = _evidence(tmp_path / "ev", events)
+    assert read_fast(folder / "events.csv", {"device_id": DEVICES, "state": STATES}, ["ts"]) is not None
     exact = compute_period(terms, load_evidence(folder, terms), "2026-10").to_json_dict()
     monkeypatch.setattr(evidence_module, "FAST_MIN_BYTES", 0)
     assert compute_period(terms, load_evidence(folder, terms), "2026-10").to_json_dict() == exact
