@@ -1,0 +1,197 @@
+"""The oracle node's database: SQLAlchemy Core tables and an engine from a URL. SQLite (one file,
+WAL, synchronous=FULL) by default; a PostgreSQL URL goes through the same code (only the
+insert-or-ignore construct is picked per dialect)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (BigInteger, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint, create_engine, event)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+metadata = MetaData()
+
+# Where rows came from: one row per ingested file (or HTTP batch), keyed by its content hash.
+sources = Table(
+    "sources", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agreement", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("name", Text, nullable=False),  # file path, or "http:<caller>"
+    Column("sha256", String(64), nullable=False),
+    Column("accepted", Integer, nullable=False, default=0),
+    Column("duplicates", Integer, nullable=False, default=0),
+    Column("quarantined", Integer, nullable=False, default=0),
+    Column("ingested_at", BigInteger, nullable=False),
+    UniqueConstraint("agreement", "kind", "sha256", name="uq_source_content"),
+)
+
+_provenance = (lambda: [Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
+                        Column("line", Integer, nullable=False)])
+
+devices = Table(
+    "devices", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agreement", String(128), nullable=False),
+    Column("device_id", String(200), nullable=False),
+    Column("site_id", String(200), nullable=False),
+    Column("weight", Integer, nullable=False),
+    Column("deployed_at", BigInteger, nullable=False),
+    Column("retired_at", BigInteger),
+    *_provenance(),
+    UniqueConstraint("agreement", "device_id", name="uq_device"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agreement", String(128), nullable=False),
+    Column("device_id", String(200), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    *_provenance(),
+    UniqueConstraint("agreement", "device_id", "ts", name="uq_event"),
+    Index("ix_events_agreement_ts", "agreement", "ts"),
+)
+
+exclusions = Table(
+    "exclusions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agreement", String(128), nullable=False),
+    Column("start_ts", BigInteger, nullable=False),
+    Column("end_ts", BigInteger, nullable=False),
+    Column("scope", String(250), nullable=False),
+    Column("reason", Text, nullable=False),
+    *_provenance(),
+    UniqueConstraint("agreement", "start_ts", "end_ts", "scope", "reason", name="uq_exclusion"),
+)
+
+tickets = Table(
+    "tickets", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agreement", String(128), nullable=False),
+    Column("ticket_id", String(200), nullable=False),
+    Column("site_id", String(200), nullable=False),
+    Column("severity", String(100), nullable=False),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("responded_at", BigInteger),
+    Column("resolved_at", BigInteger),
+    *_provenance(),
+    UniqueConstraint("agreement", "ticket_id", name="uq_ticket"),
+)
+
+# Rows that could not be accepted, with the reason; `resolved_at` is set when a later ingest
+# (e.g. the inventory that names an unknown device) lets them in.
+quarantine = Table(
+    "quarantine", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agreement", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
+    Column("file", Text, nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("field", String(100), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("raw", Text, nullable=False),  # the row as JSON
+    Column("created_at", BigInteger, nullable=False),
+    Column("resolved_at", BigInteger),
+    Index("ix_quarantine_open", "agreement", "resolved_at"),
+)
+
+# The outbox: one row per agreement and period, its state written before each step.
+reports = Table(
+    "reports", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agreement", String(128), nullable=False),
+    Column("address", String(42), nullable=False),
+    Column("period", Integer, nullable=False),
+    Column("label", String(7), nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("bundle_id", String(64)),
+    Column("terms_hash", String(66)),
+    Column("evidence_root", String(66)),
+    Column("attainments", Text),  # packed, hex
+    Column("digest", String(66)),
+    Column("config", Text),  # packed Config the report was signed under, hex
+    Column("credit", String(40)),
+    Column("signatures", Text),  # packed, hex (once >= threshold collected)
+    Column("tx_hash", String(66)),  # the mined (or latest) transaction
+    Column("block_number", BigInteger),
+    Column("error", Text),  # last error (decoded custom error for reverts)
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    UniqueConstraint("agreement", "period", name="uq_report"),
+)
+
+signatures = Table(
+    "signatures", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("address", String(42), nullable=False),  # agreement address
+    Column("period", Integer, nullable=False),
+    Column("digest", String(66), nullable=False),
+    Column("oracle", String(42), nullable=False),
+    Column("signature", String(132), nullable=False),
+    Column("origin", Text, nullable=False),  # "local" or the peer URL it was fetched from
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("address", "period", "digest", "oracle", name="uq_signature"),
+)
+
+# Every signed transaction, written before it is broadcast (so a restart can rebroadcast the
+# very same bytes, or replace it at the same nonce, but never send a second one).
+tx_attempts = Table(
+    "tx_attempts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("report_id", Integer, ForeignKey("reports.id")),  # NULL for nonce-gap fillers
+    Column("sender", String(42), nullable=False),
+    Column("nonce", BigInteger, nullable=False),
+    Column("gas", BigInteger, nullable=False),
+    Column("tx_hash", String(66), nullable=False, unique=True),
+    Column("raw", Text, nullable=False),
+    Column("max_fee", String(40), nullable=False),
+    Column("priority_fee", String(40), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | mined | reverted | replaced | dropped
+    Column("sent_at", BigInteger, nullable=False),
+    Column("block_number", BigInteger),
+    Column("error", Text),
+)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def connect(url: str) -> Engine:
+    """An engine for `url` with the schema created (SQLite file or PostgreSQL)."""
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        if engine.url.database and engine.url.database != ":memory:":
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    metadata.create_all(engine)
+    return engine
+
+
+def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING, in the engine's dialect."""
+    if not rows:
+        return
+    dialect = conn.engine.dialect.name
+    if dialect == "sqlite":
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(table).on_conflict_do_nothing()
+    else:  # pragma: no cover - other databases are not supported
+        raise ValueError(f"unsupported database {dialect!r} (sqlite or postgresql)")
+    conn.execute(stmt, rows)
+
+
+def now() -> int:
+    return int(time.time())

@@ -1,0 +1,464 @@
+"""Ingest telemetry, inventory, exclusions and tickets into the oracle database, row by row, from
+files (CSV or JSONL in the evidence formats of docs/terms.md) or from an HTTP batch.
+
+Every accepted row keeps its source and line; every rejected row goes to the quarantine table
+with file, line, field and reason; identical rows are counted as duplicates. Re-ingesting the
+same content is a no-op. `export_evidence` turns a period's rows back into canonical CSV files."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from .csvraw import parse_ts_text
+from .db import devices, events, exclusions, insert_ignore, now, quarantine, sources, tickets
+from .evidence import DEVICES, EVENTS, EXCLUSIONS, STATES, TICKETS
+from .periods import iso_utc
+from .terms import Terms
+
+KINDS = ("devices", "events", "exclusions", "tickets")
+FILE_OF = {"devices": DEVICES, "events": EVENTS, "exclusions": EXCLUSIONS, "tickets": TICKETS}
+COLUMNS = {
+    "devices": ("device_id", "site_id", "weight", "deployed_at", "retired_at"),
+    "events": ("ts", "device_id", "state"),
+    "exclusions": ("start", "end", "scope", "reason"),
+    "tickets": ("ticket_id", "site_id", "severity", "opened_at", "responded_at", "resolved_at"),
+}
+REQUIRED = {
+    "devices": ("device_id", "site_id", "deployed_at"),
+    "events": ("ts", "device_id", "state"),
+    "exclusions": ("start", "end", "scope"),
+    "tickets": ("ticket_id", "site_id", "severity", "opened_at"),
+}
+SUFFIXES = (".csv", ".jsonl", ".ndjson")
+
+
+class IngestError(ValueError):
+    """A whole input cannot be ingested (unknown kind, unreadable file); rows never raise this."""
+
+
+@dataclass
+class IngestResult:
+    source: str
+    kind: str
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    late: int = 0  # accepted rows inside a period that was already closed (not in its bundle)
+    skipped: bool = False  # this exact content was ingested before
+    released: int = 0  # quarantined rows of earlier inputs accepted thanks to this one
+    problems: list[tuple[int, str, str]] = field(default_factory=list)  # (line, field, reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "problems"} | {
+            "problems": [{"line": ln, "field": f, "reason": r} for ln, f, r in self.problems[:50]]}
+
+
+class _Reject(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field, self.reason = field, reason
+
+
+# ------------------------------------------------------------------ reading
+
+
+def kind_of(path: Path) -> str:
+    """`devices.csv`, `events-2026-10.jsonl`, ... -> the kind its name starts with."""
+    stem = path.name.lower()
+    for kind in KINDS:
+        if stem.startswith(kind):
+            return kind
+    raise IngestError(f"{path.name}: cannot tell the kind from the name (start it with {', '.join(KINDS)})")
+
+
+def _read_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any] | _Reject]]:
+    """(line, row) pairs; a row that cannot even be parsed comes as a _Reject."""
+    text = data.decode("utf-8-sig", errors="replace")
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield i, _Reject("(row)", f"not valid JSON: {exc.msg} at column {exc.colno}")
+                continue
+            yield i, obj if isinstance(obj, dict) else _Reject("(row)", "not a JSON object")
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    line = 1
+    for cells in reader:
+        start, line = line, reader.line_num + 1
+        if header is None:
+            header = [c.strip() for c in cells]
+            continue
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            yield start, _Reject("(row)", f"has {len(cells)} fields, the header has {len(header)}")
+            continue
+        yield start, dict(zip(header, cells))
+
+
+# ------------------------------------------------------------------ validation
+
+
+def _text(row: dict[str, Any], name: str, required: bool = True) -> str:
+    v = row.get(name)
+    text = "" if v is None else str(v).strip()
+    if required and not text:
+        raise _Reject(name, "is missing or empty")
+    return text
+
+
+def _ts(row: dict[str, Any], name: str, required: bool = True) -> int | None:
+    text = _text(row, name, required)
+    if not text:
+        return None
+    v = parse_ts_text(text)
+    if v is None:
+        raise _Reject(name, f"{text!r} is not an ISO-8601 instant with offset (e.g. 2026-10-01T08:00:00Z)")
+    return v
+
+
+class _Validator:
+    """Checks one row of a kind against the terms and the devices known so far."""
+
+    def __init__(self, terms: Terms, known_devices: set[str]) -> None:
+        self.sites = {s.id for s in terms.sites}
+        self.severities = {sev for o in terms.objectives for sev, _ in o.targets}
+        self.devices = known_devices
+
+    def devices_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        did, sid = _text(row, "device_id"), _text(row, "site_id")
+        if sid not in self.sites:
+            raise _Reject("site_id", f"unknown site {sid!r}; the terms define {', '.join(sorted(self.sites))}")
+        w = _text(row, "weight", required=False) or "1"
+        if not w.isdigit() or int(w) < 1:
+            raise _Reject("weight", f"{w!r} is not a positive integer")
+        dep, ret = _ts(row, "deployed_at"), _ts(row, "retired_at", required=False)
+        if ret is not None and dep is not None and ret <= dep:
+            raise _Reject("retired_at", "must be after deployed_at")
+        return {"device_id": did, "site_id": sid, "weight": int(w), "deployed_at": dep, "retired_at": ret}
+
+    def events_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        ts, did, state = _ts(row, "ts"), _text(row, "device_id"), _text(row, "state")
+        if state not in STATES:
+            raise _Reject("state", f"{state!r} is not one of {', '.join(STATES)}")
+        if did not in self.devices:
+            raise _Reject("device_id", f"unknown device {did!r} (not in the inventory yet)")
+        return {"ts": ts, "device_id": did, "state": state}
+
+    def exclusions_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        s, e = _ts(row, "start"), _ts(row, "end")
+        scope = _text(row, "scope")
+        kind, _, target = scope.partition(":")
+        if scope != "*" and not (kind == "site" and target in self.sites) \
+                and not (kind == "device" and target in self.devices):
+            what = {"site": f"unknown site {target!r}", "device": f"unknown device {target!r}"}
+            raise _Reject("scope", what.get(kind, f"{scope!r} is not '*', 'site:<id>' or 'device:<id>'"))
+        assert s is not None and e is not None
+        if e <= s:
+            raise _Reject("end", "must be after start")
+        return {"start_ts": s, "end_ts": e, "scope": scope, "reason": _text(row, "reason", required=False)}
+
+    def tickets_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        tid, sid, sev = _text(row, "ticket_id"), _text(row, "site_id"), _text(row, "severity")
+        if sid not in self.sites:
+            raise _Reject("site_id", f"unknown site {sid!r}")
+        if self.severities and sev not in self.severities:
+            raise _Reject("severity", f"{sev!r} has no target in the terms ({', '.join(sorted(self.severities))})")
+        opened = _ts(row, "opened_at")
+        out = {"ticket_id": tid, "site_id": sid, "severity": sev, "opened_at": opened}
+        for name in ("responded_at", "resolved_at"):
+            v = _ts(row, name, required=False)
+            if v is not None and opened is not None and v < opened:
+                raise _Reject(name, "is before opened_at")
+            out[name] = v
+        return out
+
+
+# ------------------------------------------------------------------ storing
+
+
+# fields a later row may fill in (retirement, ticket response/resolution)
+_FILLABLE = {"devices": ("retired_at",), "tickets": ("responded_at", "resolved_at")}
+_TABLE = {"devices": devices, "events": events, "exclusions": exclusions, "tickets": tickets}
+
+
+def _known_devices(conn: Connection, agreement: str) -> set[str]:
+    return set(conn.execute(select(devices.c.device_id).where(devices.c.agreement == agreement)).scalars())
+
+
+class _Batch:
+    """Stores validated rows of one kind, deciding duplicate / update / conflict against what the
+    database (and this batch) already holds."""
+
+    def __init__(self, conn: Connection, agreement: str, kind: str, result: IngestResult,
+                 frozen_before: int | None) -> None:
+        self.conn, self.agreement, self.kind, self.result = conn, agreement, kind, result
+        self.frozen_before = frozen_before
+        self.new: list[dict[str, Any]] = []
+        self.existing: dict[Any, dict[str, Any]] = {}
+
+    def preload(self, recs: list[dict[str, Any]]) -> None:
+        t = _TABLE[self.kind]
+        where = t.c.agreement == self.agreement
+        if self.kind == "events":
+            if not recs:
+                return
+            lo, hi = min(r["ts"] for r in recs), max(r["ts"] for r in recs)
+            where = and_(where, t.c.ts >= lo, t.c.ts <= hi)
+        for row in self.conn.execute(select(t).where(where)).mappings():
+            self.existing[self._key(row)] = dict(row)
+
+    def _key(self, rec: Any) -> Any:
+        if self.kind == "devices":
+            return rec["device_id"]
+        if self.kind == "events":
+            return (rec["device_id"], rec["ts"])
+        if self.kind == "tickets":
+            return rec["ticket_id"]
+        return (rec["start_ts"], rec["end_ts"], rec["scope"], rec["reason"])
+
+    def add(self, rec: dict[str, Any], source_id: int, line: int) -> None:
+        """Raises _Reject for a conflict with a row already held."""
+        key = self._key(rec)
+        old = self.existing.get(key)
+        if old is None:
+            full = rec | {"agreement": self.agreement, "source_id": source_id, "line": line}
+            self.existing[key] = full
+            self.new.append(full)
+            self.result.accepted += 1
+            if self.kind == "events" and self.frozen_before is not None and rec["ts"] < self.frozen_before:
+                self.result.late += 1
+            return
+        fillable = _FILLABLE.get(self.kind, ())
+        # an older snapshot that lacks a retirement/response we already hold is not a conflict
+        diff = [k for k, v in rec.items() if old[k] != v and not (k in fillable and v is None)]
+        if not diff:
+            self.result.duplicates += 1
+            return
+        if self.kind in ("devices", "tickets") and all(k in fillable and old[k] is None for k in diff):
+            # inventory retirement / ticket response arriving later: fill in, keep provenance
+            changes = {k: rec[k] for k in diff}
+            old.update(changes)
+            if "id" in old:
+                t = _TABLE[self.kind]
+                self.conn.execute(update(t).where(t.c.id == old["id"]).values(
+                    **changes, source_id=source_id, line=line))
+            self.result.accepted += 1
+            return
+        where = f"source {old['source_id']} line {old['line']}"
+        if self.kind == "events":
+            raise _Reject("state", f"device {rec['device_id']!r} already has state {old['state']!r} at this "
+                                   f"instant ({where})")
+        field_ = diff[0]
+        raise _Reject(field_, f"conflicts with {self.kind[:-1]} {key!r} held from {where} "
+                              f"({field_}: {old[field_]!r} != {rec[field_]!r})")
+
+    def flush(self) -> None:
+        insert_ignore(self.conn, _TABLE[self.kind], self.new)
+        self.new = []
+
+
+def _store(conn: Connection, terms: Terms, agreement: str, kind: str, source_id: int, file: str,
+           rows: Iterable[tuple[int, dict[str, Any] | _Reject]], result: IngestResult,
+           frozen_before: int | None) -> None:
+    known = _known_devices(conn, agreement)
+    validator = _Validator(terms, known)
+    check = getattr(validator, f"{kind}_row")
+    staged: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    rejects: list[tuple[int, dict[str, Any] | None, _Reject]] = []
+    for line, row in rows:
+        if isinstance(row, _Reject):
+            rejects.append((line, None, row))
+            continue
+        try:
+            rec = check(row)
+        except _Reject as rej:
+            rejects.append((line, row, rej))
+            continue
+        staged.append((line, row, rec))
+        if kind == "devices":
+            known.add(rec["device_id"])
+    batch = _Batch(conn, agreement, kind, result, frozen_before)
+    batch.preload([rec for _, _, rec in staged])
+    for line, row, rec in staged:
+        try:
+            batch.add(rec, source_id, line)
+        except _Reject as rej:
+            rejects.append((line, row, rej))
+    batch.flush()
+    stamp = now()
+    q = [{"agreement": agreement, "kind": kind, "source_id": source_id, "file": file, "line": line,
+          "field": rej.field, "reason": rej.reason, "raw": json.dumps(row, sort_keys=True, default=str),
+          "created_at": stamp} for line, row, rej in sorted(rejects, key=lambda r: r[0])]
+    if q:
+        conn.execute(quarantine.insert(), q)
+    result.quarantined += len(q)
+    result.problems += [(d["line"], d["field"], d["reason"]) for d in q]
+
+
+def _begin_source(conn: Connection, agreement: str, kind: str, name: str, digest: str) -> int | None:
+    """The new source's id, or None when this content was ingested before."""
+    seen = conn.execute(select(sources.c.id).where(
+        sources.c.agreement == agreement, sources.c.kind == kind, sources.c.sha256 == digest)).first()
+    if seen is not None:
+        return None
+    return int(conn.execute(sources.insert().values(
+        agreement=agreement, kind=kind, name=name, sha256=digest, ingested_at=now())).inserted_primary_key[0])
+
+
+def _ingest(engine: Engine, terms: Terms, agreement: str, kind: str, name: str, digest: str,
+            rows: Iterable[tuple[int, dict[str, Any] | _Reject]], frozen_before: int | None) -> IngestResult:
+    if kind not in KINDS:
+        raise IngestError(f"unknown kind {kind!r} ({', '.join(KINDS)})")
+    result = IngestResult(source=name, kind=kind)
+    with engine.begin() as conn:  # one transaction: a crash leaves nothing half-ingested
+        source_id = _begin_source(conn, agreement, kind, name, digest)
+        if source_id is None:
+            result.skipped = True
+            return result
+        _store(conn, terms, agreement, kind, source_id, name, rows, result, frozen_before)
+        conn.execute(update(sources).where(sources.c.id == source_id).values(
+            accepted=result.accepted, duplicates=result.duplicates, quarantined=result.quarantined))
+        if kind in ("devices",) and result.accepted:
+            result.released = _release(conn, terms, agreement, frozen_before)
+    return result
+
+
+def ingest_file(engine: Engine, terms: Terms, agreement: str, path: str | Path, kind: str | None = None,
+                frozen_before: int | None = None) -> IngestResult:
+    """Ingest one CSV/JSONL file for `agreement`. Idempotent: the same content is ingested once."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"{p}: cannot read: {exc.strerror}") from None
+    kind = kind or kind_of(p)
+    digest = hashlib.sha256(data).hexdigest()
+    return _ingest(engine, terms, agreement, kind, str(p), digest, _read_rows(p, data), frozen_before)
+
+
+def ingest_rows(engine: Engine, terms: Terms, agreement: str, kind: str, rows: list[dict[str, Any]],
+                origin: str = "http", frozen_before: int | None = None) -> IngestResult:
+    """Ingest a batch of rows (e.g. an HTTP request body); line = 1-based position in the batch.
+    The same batch content sent twice is ingested once."""
+    body = json.dumps(rows, sort_keys=True, separators=(",", ":"), default=str).encode()
+    digest = hashlib.sha256(body).hexdigest()
+    items: list[tuple[int, dict[str, Any] | _Reject]] = [
+        (i, r if isinstance(r, dict) else _Reject("(row)", "not an object")) for i, r in enumerate(rows, start=1)]
+    return _ingest(engine, terms, agreement, kind, f"{origin}:{digest[:12]}", digest, items, frozen_before)
+
+
+def _release(conn: Connection, terms: Terms, agreement: str, frozen_before: int | None) -> int:
+    """Retry open quarantined rows that failed only for an unknown device (late inventory)."""
+    held = conn.execute(select(quarantine).where(
+        quarantine.c.agreement == agreement, quarantine.c.resolved_at.is_(None),
+        quarantine.c.reason.like("unknown device%"))).mappings().all()
+    released = 0
+    for kind in ("events", "exclusions"):
+        mine = [q for q in held if q["kind"] == kind]
+        if not mine:
+            continue
+        scratch = IngestResult(source="(requeue)", kind=kind)
+        validator = _Validator(terms, _known_devices(conn, agreement))
+        batch = _Batch(conn, agreement, kind, scratch, frozen_before)
+        ok: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for q in mine:
+            try:
+                ok.append((q, getattr(validator, f"{kind}_row")(json.loads(q["raw"]))))
+            except _Reject:
+                continue
+        batch.preload([rec for _, rec in ok])
+        for q, rec in ok:
+            try:
+                batch.add(rec, q["source_id"], q["line"])
+            except _Reject:
+                continue
+            conn.execute(update(quarantine).where(quarantine.c.id == q["id"]).values(resolved_at=now()))
+            released += 1
+        batch.flush()
+    return released
+
+
+def ingest_folder(engine: Engine, terms: Terms, agreement: str, folder: Path,
+                  frozen_before: int | None = None) -> list[IngestResult]:
+    """Ingest every evidence file of a folder (devices first, so events can name them);
+    files ingested before are skipped by content hash."""
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES] if folder.is_dir() else []
+    order = {k: i for i, k in enumerate(KINDS)}
+    known = [(order[k], p.name, p) for p in files for k in [_kind_or_none(p)] if k is not None]
+    return [ingest_file(engine, terms, agreement, p, frozen_before=frozen_before) for _, _, p in sorted(known)]
+
+
+def _kind_or_none(p: Path) -> str | None:
+    try:
+        return kind_of(p)
+    except IngestError:
+        return None
+
+
+def quarantined(engine: Engine, agreement: str, open_only: bool = True) -> list[dict[str, Any]]:
+    q = select(quarantine).where(quarantine.c.agreement == agreement)
+    if open_only:
+        q = q.where(quarantine.c.resolved_at.is_(None))
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(q.order_by(quarantine.c.id)).mappings()]
+
+
+# ------------------------------------------------------------------ export
+
+
+def _csv(header: tuple[str, ...], rows: Iterable[Iterable[Any]]) -> bytes:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(["" if v is None else v for v in r])
+    return buf.getvalue().encode()
+
+
+def _iso(t: int | None) -> str | None:
+    return None if t is None else iso_utc(t)
+
+
+def export_evidence(conn: Connection, agreement: str, start: int, end: int) -> dict[str, bytes]:
+    """The canonical evidence files of window [start, end): the whole inventory, the events the
+    window uses (inside it, plus each device's last event before it), the exclusions overlapping
+    it and the tickets opened in it; sorted, timestamps as UTC `...Z`."""
+    a = agreement
+    devs = conn.execute(select(devices).where(devices.c.agreement == a).order_by(devices.c.device_id)).mappings()
+    files = {DEVICES: _csv(COLUMNS["devices"], (
+        (d["device_id"], d["site_id"], d["weight"], _iso(d["deployed_at"]), _iso(d["retired_at"])) for d in devs))}
+    last = (select(events.c.device_id, func.max(events.c.ts).label("ts"))
+            .where(events.c.agreement == a, events.c.ts < start).group_by(events.c.device_id).subquery())
+    opening = select(events.c.ts, events.c.device_id, events.c.state).join(
+        last, and_(events.c.device_id == last.c.device_id, events.c.ts == last.c.ts)).where(events.c.agreement == a)
+    inside = select(events.c.ts, events.c.device_id, events.c.state).where(
+        events.c.agreement == a, events.c.ts >= start, events.c.ts < end)
+    ev = sorted(list(conn.execute(opening)) + list(conn.execute(inside)), key=lambda r: (r.device_id, r.ts))
+    files[EVENTS] = _csv(COLUMNS["events"], ((_iso(r.ts), r.device_id, r.state) for r in ev))
+    xs = conn.execute(select(exclusions).where(
+        exclusions.c.agreement == a, exclusions.c.start_ts < end, exclusions.c.end_ts > start).order_by(
+        exclusions.c.start_ts, exclusions.c.end_ts, exclusions.c.scope, exclusions.c.reason)).mappings()
+    files[EXCLUSIONS] = _csv(COLUMNS["exclusions"], (
+        (_iso(x["start_ts"]), _iso(x["end_ts"]), x["scope"], x["reason"]) for x in xs))
+    ts = conn.execute(select(tickets).where(
+        tickets.c.agreement == a, tickets.c.opened_at >= start, tickets.c.opened_at < end).order_by(
+        tickets.c.ticket_id)).mappings()
+    files[TICKETS] = _csv(COLUMNS["tickets"], (
+        (t["ticket_id"], t["site_id"], t["severity"], _iso(t["opened_at"]), _iso(t["responded_at"]),
+         _iso(t["resolved_at"])) for t in ts))
+    return files

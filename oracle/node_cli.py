@@ -1,0 +1,91 @@
+"""`slacomp oracle ...`: the oracle node's subcommands, thin shells over `oracle.service`.
+
+    slacomp oracle ingest  --config C --agreement A FILE...   ingest CSV/JSONL files
+    slacomp oracle close   --config C [--agreement A]         close + sign due periods (no submit)
+    slacomp oracle run     --config C [--once]                the service loop
+    slacomp oracle status  --config C                         outbox and quarantine as JSON
+    slacomp oracle keystore --out FILE                         encrypt a key (SLACOMP_ORACLE_KEY) into a keystore
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="oracle_command", required=True)
+    for name, help_ in (("ingest", "ingest evidence files (CSV/JSONL) into the node's database"),
+                        ("close", "close and sign every due period (does not submit)"),
+                        ("run", "run the service loop until SIGTERM"),
+                        ("status", "print the outbox and quarantine as JSON")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", help="settings file (TOML or YAML); env SLACOMP_ORACLE_* overrides")
+        if name == "ingest":
+            p.add_argument("--agreement", required=True, help="agreement address or id from the settings")
+            p.add_argument("--kind", choices=("devices", "events", "exclusions", "tickets"),
+                           help="default: from the file name")
+            p.add_argument("files", nargs="+")
+        if name == "close":
+            p.add_argument("--agreement", help="only this agreement")
+        if name == "run":
+            p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p = sub.add_parser("keystore", help="encrypt the private key in $SLACOMP_ORACLE_KEY into a keystore file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--password-env", default="SLACOMP_KEYSTORE_PASSWORD")
+    p.add_argument("--password-file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .ingest import IngestError
+    from .keystore import KeystoreError
+    from .service import ServiceError
+    from .settings import SettingsError
+    try:
+        return _dispatch(args)
+    except (SettingsError, KeystoreError, IngestError, ServiceError) as exc:
+        print(f"slacomp oracle: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from .keystore import KeystoreError, create_keystore, read_password
+    from .service import Service, configure_logging
+    from .settings import load_settings
+
+    if args.oracle_command == "keystore":
+        key = os.environ.pop("SLACOMP_ORACLE_KEY", None)
+        if not key:
+            raise KeystoreError("put the private key in $SLACOMP_ORACLE_KEY (it is never taken from the command line)")
+        address = create_keystore(args.out, key, read_password(args.password_env, args.password_file))
+        print(json.dumps({"address": address, "keystore": args.out}))
+        return 0
+    configure_logging()
+    settings = load_settings(args.config)
+    service = Service(settings)
+    try:
+        if args.oracle_command == "ingest":
+            results = service.ingest(args.agreement, args.files, args.kind)
+            print(json.dumps([r.to_dict() for r in results], indent=2))
+            return 0
+        if args.oracle_command == "close":
+            for a in service.served.values():
+                if args.agreement in (None, a.spec.key, a.address, a.spec.id):
+                    service.serve_agreement(a, submit=False)
+            print(json.dumps(service.status(), indent=2))
+            return 0
+        if args.oracle_command == "status":
+            print(json.dumps(service.status(), indent=2))
+            return 0
+        if args.oracle_command == "run":
+            if args.once:
+                service.tick()
+                print(json.dumps(service.status(), indent=2))
+                return 0
+            service.run()
+            return 0
+    finally:
+        service.close()
+    return 2
+

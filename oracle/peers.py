@@ -1,0 +1,106 @@
+"""M-of-N signature exchange between oracle nodes.
+
+Trust model: every node ingests the telemetry itself, freezes its own bundle and computes its own
+report. It signs only the digest it computed, and it accepts a peer's signature only for that
+same digest, only if the signature recovers to an oracle of the agreement's *on-chain* Config, and
+only with low s (as the contract requires). So a peer (or anyone on the network path) can add
+nothing but valid signatures over a report this node already agrees with; a peer that computed a
+different report simply does not count, and the disagreement is logged. Transport needs no
+authentication or confidentiality: signatures are public once submitted anyway. Each node serves
+its collected signatures at `GET /v1/signatures/<agreement>/<period>` and polls its peers'."""
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from typing import Any
+
+from eth_account import Account
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from .db import insert_ignore, now, signatures
+from .schedule import Config
+
+HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+log = logging.getLogger("slacomp.oracle.peers")
+
+
+def signer_of(digest: bytes, signature: bytes) -> str | None:
+    """The oracle address a 65-byte (r, s, v) signature over `digest` recovers to; None if
+    malformed or high-s."""
+    if len(signature) != 65 or signature[64] not in (27, 28):
+        return None
+    if int.from_bytes(signature[32:64], "big") > HALF_N:
+        return None
+    try:
+        return str(Account._recover_hash(digest, signature=signature))
+    except Exception:  # noqa: BLE001 - not a valid signature
+        return None
+
+
+def add_signature(engine: Engine, address: str, period: int, digest: bytes, signature: bytes,
+                  config: Config, origin: str) -> str | None:
+    """Store `signature` if it is an oracle's signature over `digest`; returns the oracle."""
+    oracle = signer_of(digest, signature)
+    if oracle is None or oracle not in config.oracles:
+        return None
+    with engine.begin() as conn:
+        insert_ignore(conn, signatures, [{
+            "address": address, "period": period, "digest": "0x" + digest.hex(), "oracle": oracle,
+            "signature": "0x" + signature.hex(), "origin": origin, "created_at": now()}])
+    return oracle
+
+
+def collected(engine: Engine, address: str, period: int, digest: bytes, config: Config) -> dict[int, bytes]:
+    """oracle index -> signature, for oracles of `config` that signed `digest`."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(signatures.c.oracle, signatures.c.signature).where(
+            signatures.c.address == address, signatures.c.period == period,
+            signatures.c.digest == "0x" + digest.hex())).all()
+    out = {}
+    for oracle, sig in rows:
+        if oracle in config.oracles:
+            out[config.oracle_index(oracle)] = bytes.fromhex(sig[2:])
+    return out
+
+
+def served(engine: Engine, address: str, period: int) -> dict[str, Any]:
+    """What `GET /v1/signatures/<address>/<period>` answers: every digest this node holds
+    signatures for (normally one) with its signatures."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(signatures.c.digest, signatures.c.oracle, signatures.c.signature).where(
+            signatures.c.address == address, signatures.c.period == period).order_by(signatures.c.id)).all()
+    by_digest: dict[str, list[dict[str, str]]] = {}
+    for digest, oracle, sig in rows:
+        by_digest.setdefault(digest, []).append({"oracle": oracle, "signature": sig})
+    return {"agreement": address, "period": period,
+            "reports": [{"digest": d, "signatures": s} for d, s in by_digest.items()]}
+
+
+def pull(engine: Engine, peer: str, address: str, period: int, digest: bytes, config: Config,
+         timeout: float = 5.0) -> int:
+    """Fetch a peer's signatures for this report; store the valid ones for our digest. Returns how
+    many new oracles were added. Network errors are logged and count as nothing."""
+    url = f"{peer}/v1/signatures/{address}/{period}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        log.warning("peer unreachable", extra={"fields": {"peer": peer, "error": str(exc)[:200]}})
+        return 0
+    before = set(collected(engine, address, period, digest, config))
+    ours = "0x" + digest.hex()
+    for report in body.get("reports", []):
+        if str(report.get("digest", "")).lower() != ours:
+            log.warning("peer signed a different report", extra={"fields": {
+                "peer": peer, "agreement": address, "period": period, "theirs": report.get("digest"), "ours": ours}})
+            continue
+        for entry in report.get("signatures", []):
+            try:
+                sig = bytes.fromhex(str(entry["signature"]).removeprefix("0x"))
+            except (KeyError, ValueError):
+                continue
+            add_signature(engine, address, period, digest, sig, config, origin=peer)
+    return len(set(collected(engine, address, period, digest, config)) - before)

@@ -1,0 +1,421 @@
+"""The oracle service on a real Anvil with real keystores and a real SQLite file: happy path,
+crashes at each outbox step (SIGKILL), periods settled by someone else, stuck transactions,
+node restarts, reverts, SIGTERM, and two nodes exchanging signatures (2-of-3)."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+from sqlalchemy import select
+
+from oracle import db, devchain
+from oracle.bundle import find_bundle, load_bundle
+from oracle.demo import EXAMPLE
+from oracle.evidence import load_evidence
+from oracle.kpi import compute_period
+from oracle.outbox import CONFIRMED, SENT, SETTLED_ELSEWHERE, SIGNED
+from oracle.report import report_from_result
+from oracle.service import Service
+from oracle.signing import sign_for
+from oracle.terms import load_terms
+
+from tests.oracle_service.conftest import ORACLE_KEYS, ROOT, deploy_agreement, settings_from, write_config
+
+HERE = Path(__file__).resolve().parent
+TERMS = load_terms(EXAMPLE / "terms.yaml")
+OCTOBER = compute_period(TERMS, load_evidence(EXAMPLE / "evidence", TERMS), "2026-10")
+CREDIT = OCTOBER.total_credit  # 2,750 USDC
+
+
+def settlements(dep) -> list:
+    return dep.agreement.events.ReportAccepted().get_logs(from_block=0)
+
+
+def nonce_of(dep, key: bytes) -> int:
+    return dep.w3.eth.get_transaction_count(Account.from_key(key).address, "pending")
+
+
+def report_row(service: Service, period: int = 0) -> dict:
+    return next(r for r in service.status()[0]["reports"] if r["period"] == period)
+
+
+def attempts(service: Service) -> list[dict]:
+    with service.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(db.tx_attempts).order_by(db.tx_attempts.c.id)).mappings()]
+
+
+def automine(dep, on: bool) -> None:
+    dep.w3.provider.make_request("evm_setAutomine", [on])
+
+
+def mine(dep, blocks: int = 1) -> None:
+    for _ in range(blocks):
+        dep.w3.provider.make_request("evm_mine", [])
+
+
+def crash_at(config: Path, point: str) -> None:
+    proc = subprocess.run([sys.executable, str(HERE / "crashnode.py"), str(config), point], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
+def assert_settled_once(dep, service: Service) -> None:
+    logs = settlements(dep)
+    assert len(logs) == 1 and logs[0]["args"]["period"] == 0
+    assert logs[0]["args"]["evidenceRoot"] == bytes.fromhex(OCTOBER.evidence_root[2:])
+    assert dep.token.functions.balanceOf(dep.customer).call() == CREDIT
+    row = report_row(service)
+    assert row["state"] == CONFIRMED and row["tx_hash"] == "0x" + logs[0]["transactionHash"].hex().removeprefix("0x")
+
+
+def test_service_settles_a_due_period_with_the_engine_numbers(deployed, keystores, tmp_path):
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0",
+                       confirmations=2)
+    service = Service(settings_from(cfg))
+    service.tick()
+    assert report_row(service)["state"] == "mined"  # 1 block deep; 2 confirmations wanted
+    mine(deployed)
+    service.tick()
+    assert_settled_once(deployed, service)
+    assert [r["period"] for r in service.status()[0]["reports"]] == [0]  # November is not due yet
+    # the auditor's way back: the root on-chain -> the bundle -> the same numbers
+    bundle = load_bundle(find_bundle(service.settings.bundle_store(), OCTOBER.evidence_root))
+    assert bundle.recompute().attainments() == OCTOBER.attainments()
+    text = service.metrics.registry.get_sample_value
+    assert text("slacomp_oracle_reports_submitted_total", {"agreement": service.status()[0]["agreement"]}) == 1
+    assert text("slacomp_oracle_settlement_lag_seconds", {"agreement": service.status()[0]["agreement"]}) == 0
+    service.tick()  # nothing more to do, nothing resent
+    assert len(settlements(deployed)) == 1 and nonce_of(deployed, keystores["submitter_keys"][0]) == 1
+    service.close()
+
+
+@pytest.mark.parametrize("point", ["signed", "sent_persisted"])
+def test_crash_before_broadcast_then_restart_settles_once(deployed, keystores, tmp_path, point):
+    """Killed after the report is signed (nothing sent) or after the signed transaction is stored
+    but before it reached the node: the restart sends exactly one transaction (for
+    sent_persisted: the very bytes stored before the crash)."""
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
+    crash_at(cfg, point)
+    assert settlements(deployed) == [] and nonce_of(deployed, keystores["submitter_keys"][0]) == 0
+    service = Service(settings_from(cfg))
+    stored = attempts(service)
+    assert report_row(service)["state"] == (SIGNED if point == "signed" else SENT)
+    service.tick()
+    service.tick()
+    assert_settled_once(deployed, service)
+    assert nonce_of(deployed, keystores["submitter_keys"][0]) == 1
+    if point == "sent_persisted":
+        assert [a["tx_hash"] for a in attempts(service)] == [stored[0]["tx_hash"]]
+    service.close()
+
+
+def test_crash_after_broadcast_before_mined_is_tracked_not_resent(deployed, keystores, tmp_path):
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
+    automine(deployed, False)
+    try:
+        crash_at(cfg, "broadcast")
+        service = Service(settings_from(cfg))
+        assert report_row(service)["state"] == SENT
+        service.tick()  # pending in the mempool: tracked, not resent
+        assert len(attempts(service)) == 1 and nonce_of(deployed, keystores["submitter_keys"][0]) == 1
+        mine(deployed)
+    finally:
+        automine(deployed, True)
+    service.tick()
+    assert_settled_once(deployed, service)
+    service.close()
+
+
+def test_period_settled_by_someone_else_is_never_resent(deployed, keystores, tmp_path, anvil):
+    report = report_from_result(OCTOBER, 0)
+    sigs = sign_for(report, deployed.config, deployed.w3.eth.chain_id, deployed.agreement.address, ORACLE_KEYS[1:])
+    other = deployed.w3.eth.accounts[5]
+    deployed.agreement.functions.submitReport(deployed.config.encoded(), 0, report.terms_hash, report.evidence_root,
+                                              report.packed_attainments, sigs).transact({"from": other})
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
+    service = Service(settings_from(cfg))
+    service.tick()
+    row = report_row(service)
+    assert row["state"] == SETTLED_ELSEWHERE and row["error"] is None  # same evidence root as ours
+    assert row["tx_hash"] == "0x" + settlements(deployed)[0]["transactionHash"].hex().removeprefix("0x")
+    assert nonce_of(deployed, keystores["submitter_keys"][0]) == 0 and attempts(service) == []
+    service.close()
+
+
+def test_stuck_transaction_is_replaced_at_the_same_nonce(deployed, keystores, tmp_path):
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0",
+                       replace_after="5m", priority_fee_wei=10**9)
+    now = [time.time()]
+    service = Service(settings_from(cfg), clock=lambda: now[0])
+    automine(deployed, False)
+    try:
+        service.tick()
+        first = attempts(service)
+        assert len(first) == 1 and report_row(service)["state"] == SENT
+        service.tick()  # not stuck for long enough yet
+        assert len(attempts(service)) == 1
+        now[0] += 301
+        service.tick()
+        both = attempts(service)
+        assert len(both) == 2 and both[0]["nonce"] == both[1]["nonce"] == 0
+        assert int(both[1]["max_fee"]) > int(both[0]["max_fee"]) and both[0]["status"] == "replaced"
+        mine(deployed)
+    finally:
+        automine(deployed, True)
+    service.tick()
+    assert_settled_once(deployed, service)
+    assert report_row(service)["tx_hash"] == both[1]["tx_hash"]
+    assert deployed.w3.eth.get_transaction_count(Account.from_key(keystores["submitter_keys"][0]).address) == 1
+    service.close()
+
+
+def test_revert_is_recorded_with_the_decoded_custom_error(deployed, keystores, tmp_path):
+    """The node's clock says November is over (plus grace) but the chain's does not yet:
+    the preflight revert is recorded by name and the report waits; once the chain passes the
+    period's end it settles."""
+    end_nov = deployed.config.period_bounds[2]
+    now = [end_nov + 7200]
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
+    service = Service(settings_from(cfg), clock=lambda: now[0])
+    service.tick()
+    assert report_row(service, 0)["state"] == CONFIRMED
+    row = report_row(service, 1)
+    assert row["state"] == SIGNED and row["error"] == f"PeriodNotEnded(1, {end_nov})"
+    deployed.w3.provider.make_request("evm_mine", [end_nov + 1])
+    service.tick()
+    assert report_row(service, 1)["state"] == CONFIRMED and len(settlements(deployed)) == 2
+    service.close()
+
+
+def test_mined_revert_decoded_when_another_submitter_wins_the_race(deployed, keystores, tmp_path):
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0",
+                       priority_fee_wei=10**9)
+    service = Service(settings_from(cfg))
+    report = report_from_result(OCTOBER, 0)
+    sigs = sign_for(report, deployed.config, deployed.w3.eth.chain_id, deployed.agreement.address, ORACLE_KEYS[1:])
+    automine(deployed, False)
+    try:
+        service.tick()
+        assert report_row(service)["state"] == SENT
+        base = deployed.w3.eth.get_block("latest")["baseFeePerGas"]
+        deployed.agreement.functions.submitReport(
+            deployed.config.encoded(), 0, report.terms_hash, report.evidence_root, report.packed_attainments, sigs,
+        ).transact({"from": deployed.w3.eth.accounts[6], "gas": 400_000, "maxPriorityFeePerGas": 50 * 10**9,
+                    "maxFeePerGas": 2 * base + 50 * 10**9})
+        mine(deployed)
+    finally:
+        automine(deployed, True)
+    service.tick()
+    row = report_row(service)
+    assert row["state"] == SETTLED_ELSEWHERE and row["error"] == "PeriodAlreadySettled(0)"
+    ours = attempts(service)[0]
+    assert ours["status"] == "reverted" and ours["error"] == "PeriodAlreadySettled(0)"
+    assert len(settlements(deployed)) == 1
+    service.close()
+
+
+def test_node_restart_loses_the_pending_transaction_and_it_is_rebroadcast(keystores, tmp_path):
+    port = devchain._free_port()
+    state = tmp_path / "anvil"
+    state.mkdir()
+    chain = devchain.start("anvil", port=port, state_dir=state)
+    try:
+        dep = deploy_agreement(chain.w3(), chain.url)
+        cfg = write_config(tmp_path, dep, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
+        service = Service(settings_from(cfg))
+        automine(dep, False)
+        service.tick()
+        sent = attempts(service)
+        assert report_row(service)["state"] == SENT
+        chain.stop()  # dumps the chain state; the mempool is gone
+        service.tick()  # node down: logged and counted, the loop goes on
+        key = service.status()[0]["agreement"]
+        assert service.metrics.registry.get_sample_value(
+            "slacomp_oracle_failures_total", {"agreement": key, "kind": "ConnectionError"}) == 1
+        chain = devchain.start("anvil", port=port, state_dir=state)
+        assert dep.agreement.functions.nextPeriod().call() == 0  # state came back, tx did not
+        service.tick()
+        service.tick()
+        assert_settled_once(dep, service)
+        assert [a["tx_hash"] for a in attempts(service)] == [sent[0]["tx_hash"]]  # the same transaction
+        assert service.metrics.registry.get_sample_value(
+            "slacomp_oracle_events_total", {"agreement": key, "event": "rebroadcasts"}) == 1
+        service.close()
+    finally:
+        chain.stop()
+
+
+def test_sigterm_stops_the_service_gracefully(deployed, keystores, tmp_path):
+    port = devchain._free_port()
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0",
+                       listen=f"127.0.0.1:{port}")
+    proc = subprocess.Popen([sys.executable, "-m", "oracle.cli", "oracle", "run", "--config", str(cfg)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        metrics = ""
+        while time.monotonic() < deadline:
+            try:
+                metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                if "slacomp_oracle_reports_confirmed_total" in metrics and len(settlements(deployed)) == 1:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert len(settlements(deployed)) == 1
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert logs[-1]["msg"] == "oracle stopped" and any(entry["msg"] == "report sent" for entry in logs)
+    assert "slacomp_oracle_reports_submitted_total" in metrics
+    assert all(k.hex() not in err for k in ORACLE_KEYS + keystores["submitter_keys"])  # no key material in logs
+
+
+def test_two_nodes_exchange_signatures_to_reach_two_of_three(deployed, keystores, tmp_path):
+    pa, pb = devchain._free_port(), devchain._free_port()
+    cfg_a = write_config(tmp_path, deployed, keystores, keys=["oracle0"], submitter="submitter0", name="a",
+                         listen=f"127.0.0.1:{pa}", peers=[f"http://127.0.0.1:{pb}"])
+    cfg_b = write_config(tmp_path, deployed, keystores, keys=["oracle1"], submitter="submitter1", name="b",
+                         listen=f"127.0.0.1:{pb}", peers=[f"http://127.0.0.1:{pa}"])
+    a, b = Service(settings_from(cfg_a)), Service(settings_from(cfg_b))
+    a.start_http()
+    b.start_http()
+    try:
+        a.tick()  # A signs; B has nothing yet
+        assert report_row(a)["state"] == "closed" and report_row(a)["error"] == "1 of 2 signatures collected"
+        b.tick()  # B signs, pulls A's signature over the same digest, submits
+        assert report_row(b)["state"] == CONFIRMED
+        a.tick()  # A sees the period settled with the root it computed itself
+        assert report_row(a)["state"] == SETTLED_ELSEWHERE and report_row(a)["error"] is None
+        assert len(settlements(deployed)) == 1
+        assert deployed.token.functions.balanceOf(deployed.customer).call() == CREDIT
+        assert nonce_of(deployed, keystores["submitter_keys"][0]) == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_peer_with_different_evidence_does_not_count(deployed, keystores, tmp_path):
+    inbox = tmp_path / "short"
+    inbox.mkdir()
+    for name in ("devices.csv", "events.csv"):  # no exclusions: a different report
+        (inbox / name).write_bytes((EXAMPLE / "evidence" / name).read_bytes())
+    pa, pb = devchain._free_port(), devchain._free_port()
+    cfg_a = write_config(tmp_path, deployed, keystores, keys=["oracle0"], submitter="submitter0", name="a",
+                         listen=f"127.0.0.1:{pa}", peers=[f"http://127.0.0.1:{pb}"])
+    cfg_b = write_config(tmp_path, deployed, keystores, keys=["oracle1"], submitter="submitter1", name="b",
+                         listen=f"127.0.0.1:{pb}", peers=[f"http://127.0.0.1:{pa}"], inbox=inbox)
+    a, b = Service(settings_from(cfg_a)), Service(settings_from(cfg_b))
+    a.start_http()
+    b.start_http()
+    try:
+        a.tick()
+        b.tick()
+        a.tick()
+        assert report_row(a)["state"] == report_row(b)["state"] == "closed"
+        assert report_row(a)["evidence_root"] != report_row(b)["evidence_root"]
+        assert settlements(deployed) == []
+    finally:
+        a.close()
+        b.close()
+
+
+def _raw_transfer(dep, key: bytes, nonce: int, tip: int) -> bytes:
+    acct = Account.from_key(key)
+    base = dep.w3.eth.get_block("latest")["baseFeePerGas"]
+    tx = {"to": acct.address, "value": 0, "gas": 21_000, "nonce": nonce, "chainId": dep.w3.eth.chain_id,
+          "maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base + tip}
+    return dep.w3.eth.send_raw_transaction(acct.sign_transaction(tx).raw_transaction)
+
+
+def test_nonce_taken_by_another_transaction_is_resent_at_a_new_nonce(deployed, keystores, tmp_path):
+    """Someone used the submitter key at our pending nonce with a higher fee: our transaction can
+    never be mined; the outbox notices the nonce is gone and sends the report again, once."""
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0",
+                       priority_fee_wei=10**9)
+    service = Service(settings_from(cfg))
+    automine(deployed, False)
+    try:
+        service.tick()
+        assert attempts(service)[0]["nonce"] == 0
+        _raw_transfer(deployed, keystores["submitter_keys"][0], 0, 100 * 10**9)
+        mine(deployed)
+        service.tick()  # nonce 0 is gone: resend at nonce 1
+        tried = attempts(service)
+        assert [(a["nonce"], a["status"]) for a in tried] == [(0, "dropped"), (1, "pending")]
+        mine(deployed)
+    finally:
+        automine(deployed, True)
+    service.tick()
+    assert_settled_once(deployed, service)
+    service.close()
+
+
+def test_nonce_gap_below_our_transaction_is_filled(deployed, keystores, tmp_path):
+    """A transaction of the submitter key at a lower nonce vanished from the mempool: ours is
+    stuck behind the gap until the outbox fills it with a 0-value self-transfer."""
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
+    service = Service(settings_from(cfg))
+    automine(deployed, False)
+    try:
+        foreign = _raw_transfer(deployed, keystores["submitter_keys"][0], 0, 10**9)
+        service.tick()
+        assert attempts(service)[0]["nonce"] == 1
+        deployed.w3.provider.make_request("anvil_dropTransaction", ["0x" + foreign.hex().removeprefix("0x")])
+        service.tick()
+        tried = attempts(service)
+        assert [(a["nonce"], a["report_id"] is None) for a in tried] == [(1, False), (0, True)]
+        mine(deployed)
+    finally:
+        automine(deployed, True)
+    service.tick()
+    assert_settled_once(deployed, service)
+    service.close()
+
+
+def test_service_on_postgresql(deployed, keystores, tmp_path, postgres_url):
+    """The same service, outbox and ingest code with a PostgreSQL URL instead of a SQLite file."""
+    from sqlalchemy import create_engine
+    fresh = create_engine(postgres_url)
+    db.metadata.drop_all(fresh)
+    fresh.dispose()
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0",
+                       db_url=postgres_url)
+    service = Service(settings_from(cfg))
+    assert service.engine.dialect.name == "postgresql"
+    service.tick()
+    service.tick()
+    assert_settled_once(deployed, service)
+    service.close()
+
+
+def test_cli_ingest_close_status(deployed, keystores, tmp_path):
+    from tests.oracle_service.conftest import run_node
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0",
+                       inbox=tmp_path / "empty-inbox")
+    bad = tmp_path / "events-bad.csv"
+    bad.write_text("ts,device_id,state\n2026-10-01T00:00:00Z,N1,available\nnope,N1,available\n")
+    files = [str(EXAMPLE / "evidence" / "devices.csv"), str(bad)]
+    out = run_node(cfg, "ingest", "--agreement", deployed.agreement.address, *files)
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout)
+    assert [(r["kind"], r["accepted"], r["quarantined"]) for r in results] == [("devices", 7, 0), ("events", 1, 1)]
+    assert results[1]["problems"][0]["line"] == 3
+    out = run_node(cfg, "close")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)[0]
+    assert status["quarantined"] == 1 and status["reports"][0]["state"] == SIGNED  # closed and signed, not sent
+    assert settlements(deployed) == []
+    out = run_node(cfg, "ingest", "--agreement", "nope", files[0])
+    assert out.returncode == 2 and "does not serve agreement" in out.stderr
