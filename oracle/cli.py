@@ -151,8 +151,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from oracle.demo import run_demo
 
-    result = run_demo(rpc=args.rpc)
-    return 0 if result.paid == result.engine_credit == result.customer_received else 1
+    kw = {"data": Path(args.data)} if args.data else {}
+    result = run_demo(rpc=args.rpc, serve=not args.no_serve, host=args.host, port=args.port, **kw)
+    return 0 if result.ok else 1
 
 
 def _cmd_oracle(args: argparse.Namespace) -> int:
@@ -253,8 +254,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_audit)
 
     p = sub.add_parser("demo", help="deploy, fund, measure, sign, submit and pay one agreement end to end")
-    p.add_argument("--rpc", help="JSON-RPC URL with unlocked dev accounts (default: start Anvil)")
-    p.add_argument("--no-serve", action="store_true", help="end after the summary (no API server yet)")
+    p.add_argument("--rpc", help="JSON-RPC URL with unlocked dev accounts (default: an embedded Anvil)")
+    p.add_argument("--data", help="data folder (default var/demo): chain state, oracle database, bundles")
+    p.add_argument("--no-serve", action="store_true", help="end after the summary instead of serving the dashboard")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
     p.set_defaults(handler=_cmd_demo)
 
     from oracle.node_cli import add_arguments as add_oracle_arguments

@@ -12,12 +12,12 @@ import pytest
 import solcx
 from eth_account import Account
 from eth_utils import keccak
-from rich.console import Console
 
 from oracle import devchain
 from oracle.chain import PROJECT_ROOT, contract, create_agreement, deploy, deploy_factory, deposit, \
     submit_report, transact
-from oracle.demo import DEMO_ORACLE_KEYS, EXAMPLE, run_demo
+from oracle.demo import DEMO_ORACLE_KEYS
+from tests.e2e.helpers import EXAMPLE, settle_example
 from oracle.report import make_report
 from oracle.schedule import config_from_terms
 from oracle.signing import sign_for
@@ -63,7 +63,7 @@ def test_clean_multi_month_history_verifies(anvil):
 
 
 def test_cli_verify_exits_zero_and_prints_json(anvil):
-    result = run_demo(rpc=anvil.url, console=Console(quiet=True))
+    result = settle_example(anvil.w3())
     out = subprocess.run([sys.executable, "-m", "oracle.cli", "verify", result.agreement, "--terms",
                           str(EXAMPLE / "terms.yaml"), "--rpc", anvil.url, "--format", "json"],
                          capture_output=True, text=True, cwd=PROJECT_ROOT)
