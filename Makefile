@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(BIN):$(PATH)
 # NETWORK=ganache-cli runs the same suite against Ganache instead of Anvil.
 NETWORK ?= development
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 $(BIN)/slacomp: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,12 +32,19 @@ setup: $(BIN)/slacomp node_modules/.package-lock.json $(SOLCX_BINARY_PATH)/solc-
 demo: setup
 	$(BIN)/slacomp demo $(DEMO_ARGS)
 
-test: setup
+# The dashboard's browser test needs Debian's chromium (installed here when missing and root).
+browser:
+	@[ -x /usr/bin/chromium ] || [ "$$(id -u)" != 0 ] || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup browser
 	$(BIN)/brownie test tests --network $(NETWORK)
 
 bench: setup
 	$(BIN)/python bench/gas.py
 	$(BIN)/python bench/kpi.py
+	$(BIN)/python bench/simulate.py
+	$(BIN)/python bench/audit.py
 
 clean:
 	rm -rf build .solcx

@@ -148,6 +148,34 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0 if audit.ok else 1
 
 
+def _cmd_agreement(args: argparse.Namespace) -> int:
+    from web3 import Web3
+
+    from oracle.chain import contract, create_agreement, deploy_factory, deposit
+    from oracle.schedule import ZERO_ADDRESS, config_from_terms
+
+    w3 = Web3(Web3.HTTPProvider(args.rpc))
+    sender = Web3.to_checksum_address(args.sender) if args.sender else w3.eth.accounts[0]
+    if args.agreement_command == "factory":
+        print(deploy_factory(w3, sender).address)
+    elif args.agreement_command == "create":
+        config = config_from_terms(
+            load_terms(args.terms), customer=args.customer,
+            asset=ZERO_ADDRESS if args.asset.lower() == "eth" else args.asset,
+            oracles=[a for a in args.oracles.split(",") if a], threshold=args.threshold)
+        agreement, receipt = create_agreement(w3, contract(w3, "AgreementFactory", args.factory), sender, config)
+        print(agreement.address)
+        print(f"created in tx {receipt['transactionHash'].hex()} (gas {receipt['gasUsed']:,}); reserve per "
+              f"period {config.max_credit_per_period()}; {config.period_count} periods", file=sys.stderr)
+    else:  # deposit
+        agreement = contract(w3, "Agreement", args.agreement)
+        deposit(w3, agreement, sender, args.amount)
+        f = agreement.functions
+        print(json.dumps({"escrow": f.escrowBalance().call(), "reserve": f.reserve().call(),
+                          "withdrawable": f.withdrawable().call(), "debt": f.debt().call()}))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from oracle.demo import run_demo
 
@@ -253,7 +281,28 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period", help="period label for --prove (YYYY-MM)")
     p.set_defaults(handler=_cmd_audit)
 
-    p = sub.add_parser("demo", help="deploy, fund, measure, sign, submit and pay one agreement end to end")
+    p = sub.add_parser("agreement", help="vendor: deploy the factory, create an agreement from terms, fund escrow")
+    asub = p.add_subparsers(dest="agreement_command", required=True)
+    for name, help_ in (("factory", "deploy the AgreementFactory; prints its address"),
+                        ("create", "create an agreement from a terms file; prints its address"),
+                        ("deposit", "deposit into an agreement's escrow (approves ERC-20 first)")):
+        q = asub.add_parser(name, help=help_)
+        q.add_argument("--rpc", default="http://127.0.0.1:8545", help="JSON-RPC URL (default %(default)s)")
+        q.add_argument("--from", dest="sender", help="an unlocked account on the node (default: its first)")
+        if name == "create":
+            q.add_argument("--factory", required=True, help="the AgreementFactory's address")
+            q.add_argument("--terms", required=True, help="terms file (schema slacomp/v1)")
+            q.add_argument("--customer", required=True, help="the customer's address")
+            q.add_argument("--asset", required=True, help="`eth` or an ERC-20 address")
+            q.add_argument("--oracles", required=True, help="comma-separated oracle addresses")
+            q.add_argument("--threshold", type=int, required=True, help="signatures needed (M of N)")
+        if name == "deposit":
+            q.add_argument("agreement", help="the agreement's address")
+            q.add_argument("amount", type=int, help="amount in the asset's smallest unit")
+    p.set_defaults(handler=_cmd_agreement)
+
+    p = sub.add_parser("demo", help="the whole story: three agreements, a simulated month settled, verified, "
+                                    "audited, and the dashboard")
     p.add_argument("--rpc", help="JSON-RPC URL with unlocked dev accounts (default: an embedded Anvil)")
     p.add_argument("--data", help="data folder (default var/demo): chain state, oracle database, bundles")
     p.add_argument("--no-serve", action="store_true", help="end after the summary instead of serving the dashboard")

@@ -120,10 +120,12 @@ def _money(amount: int, decimals: int, symbol: str) -> str:
 
 
 class Demo:
-    def __init__(self, rpc: str | None, data: Path, console: Console):
+    def __init__(self, rpc: str | None, data: Path, console: Console, chain_port: int = 8545):
         self.data, self.console = data, console
         self.data.mkdir(parents=True, exist_ok=True)
-        self.chain = None if rpc else devchain.start("anvil", state_dir=self.data)
+        # the embedded chain listens on 8545 when it can, so `slacomp verify --rpc` finds it
+        port = chain_port if devchain.port_free(chain_port) else None
+        self.chain = None if rpc else devchain.start("anvil", port=port, state_dir=self.data)
         self.rpc = rpc or self.chain.url
         self.w3 = Web3(Web3.HTTPProvider(self.rpc, request_kwargs={"timeout": 60}))
         self.state_file = self.data / "deployment.json"

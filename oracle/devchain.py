@@ -21,6 +21,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _binary(name: str) -> str:
     local = NODE_BIN / name
     if local.exists():
