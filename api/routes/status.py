@@ -1,0 +1,45 @@
+"""Month-to-date status (KPI engine, as-of mode) and the cumulative error budget burn."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
+
+from oracle.kpi import PeriodError
+
+from ..auth import Principal
+from ..context import ApiContext
+from ..deps import get_ctx, principal
+from ..models import Burn, Error, Status
+from .agreements import ERRORS, AddressPath
+
+router = APIRouter(prefix="/v1/agreements", tags=["status"])
+AsOf = Annotated[datetime | None, Query(description="ISO-8601 instant (default: now); month to date up to it")]
+
+
+def _epoch(as_of: datetime | None) -> int | None:
+    if as_of is None:
+        return None
+    if as_of.tzinfo is None:
+        raise PeriodError("as_of", "needs a time zone offset (e.g. 2026-10-20T00:00:00Z)")
+    try:
+        return int(as_of.timestamp())
+    except (OverflowError, OSError, ValueError):
+        raise PeriodError("as_of", "out of range") from None
+
+
+@router.get("/{address}/status", response_model=Status, responses=ERRORS | {409: {"model": Error}},
+            summary="Month-to-date KPIs per objective and subject, error budget, burn rate, settled periods")
+async def status(address: AddressPath, as_of: AsOf = None, who: Principal = Depends(principal),
+                 ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+    at = _epoch(as_of)
+    return await run_in_threadpool(lambda: ctx.status(ctx.agreement(address, who), at))
+
+
+@router.get("/{address}/status/burn", response_model=Burn, responses=ERRORS | {409: {"model": Error}},
+            summary="Cumulative error budget burn per day of the month (the dashboard chart)")
+def burn(address: AddressPath, as_of: AsOf = None, who: Principal = Depends(principal),
+         ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+    return ctx.burn(ctx.agreement(address, who), _epoch(as_of))

@@ -1,0 +1,125 @@
+"""Telemetry ingest for an agreement (vendor or its device platform, with a vendor key): events,
+inventory, exclusions and tickets as JSON or CSV, in batches of bounded size. The oracle's
+ingest validates every row; rejected rows come back with their position, field and reason."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from oracle.ingest import COLUMNS
+
+from ..auth import Principal
+from ..context import ApiContext
+from ..deps import get_ctx, vendor_writer
+from ..models import Error, IngestOutcome
+from ..oracle_link import KINDS
+from .agreements import ERRORS, AddressPath
+
+router = APIRouter(prefix="/v1/agreements", tags=["telemetry"])
+Kind = Literal["events", "inventory", "exclusions", "tickets"]
+
+_ROW = {"type": "object", "additionalProperties": {"type": ["string", "integer", "null"]}}
+BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"oneOf": [
+        {"type": "array", "items": _ROW},
+        {"type": "object", "properties": {"rows": {"type": "array", "items": _ROW}}, "required": ["rows"]}]},
+        "example": [{"ts": "2026-10-01T08:00:00Z", "device_id": "N1", "state": "available"}]},
+    "text/csv": {"schema": {"type": "string"}, "example": "ts,device_id,state\n2026-10-01T08:00:00Z,N1,available\n"},
+}}}
+
+
+def _invalid(msg: str) -> HTTPException:
+    return HTTPException(422, [{"loc": ["body"], "msg": msg, "type": "value_error"}])
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body of {declared} bytes is over the limit of {limit} bytes; split the batch")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"body is over the limit of {limit} bytes; split the batch")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_rows(body: bytes, content_type: str, kind: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
+    """(rows, errors, positions of the rows in the batch): JSON (a list of objects, or {"rows": [...]}) or CSV with a header row. CSV
+    rows whose cell count differs from the header are returned as errors and not ingested."""
+    media = content_type.split(";")[0].strip().lower()
+    if media in ("application/json", ""):
+        try:
+            data = json.loads(body or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _invalid(f"not valid JSON: {exc}") from None
+        rows = data.get("rows") if isinstance(data, dict) else data
+        if not isinstance(rows, list):
+            raise _invalid('expected a JSON array of rows, or an object {"rows": [...]}')
+        return rows, [], list(range(1, len(rows) + 1))
+    if media in ("text/csv", "application/csv"):
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise _invalid(f"CSV is not UTF-8: {exc}") from None
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if header is None:
+            raise _invalid("empty CSV: a header row is required")
+        header = [h.strip() for h in header]
+        missing = [c for c in COLUMNS[KINDS[kind]][:1] if c not in header]
+        if missing:
+            raise _invalid(f"CSV header lacks {', '.join(missing)} (columns: {', '.join(COLUMNS[KINDS[kind]])})")
+        rows, errors, positions = [], [], []
+        for cells in reader:
+            if not any(c.strip() for c in cells):
+                continue
+            position = len(rows) + len(errors) + 1
+            if len(cells) != len(header):
+                errors.append({"row": position, "field": "(row)",
+                               "reason": f"has {len(cells)} fields, the header has {len(header)}"})
+                continue
+            rows.append(dict(zip(header, cells)))
+            positions.append(position)
+        return rows, errors, positions
+    raise HTTPException(415, f"unsupported content type {media!r}: use application/json or text/csv")
+
+
+@router.post("/{address}/telemetry/{kind}", response_model=IngestOutcome, openapi_extra=BODY,
+             responses=ERRORS | {409: {"model": Error}, 413: {"model": Error}, 415: {"model": Error},
+                                 422: {"model": Error}},
+             summary="Ingest events, inventory, exclusions or tickets (JSON or CSV)")
+async def ingest(address: AddressPath, kind: Kind, request: Request, who: Principal = Depends(vendor_writer),
+                 ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+    settings = ctx.settings
+    body = await _read_limited(request, settings.max_body_bytes)
+    rows, errors, positions = parse_rows(body, request.headers.get("content-type", ""), kind)
+    if len(rows) + len(errors) > settings.max_batch_rows:
+        raise HTTPException(413, f"{len(rows) + len(errors)} rows is over the limit of {settings.max_batch_rows} "
+                                 "rows per batch; split the batch")
+    if not rows and not errors:
+        raise _invalid("no rows")
+    def work() -> dict[str, Any]:
+        state = ctx.writable(address, who)
+        terms = ctx.link.terms(state.address, state.terms_hash)
+        result = ctx.link.ingest(state.address, terms, kind, rows, origin=f"http:{who.key_id}") if rows else None
+        return _outcome(kind, len(rows) + len(errors), result, errors, positions)
+
+    out = await run_in_threadpool(work)
+    request.state.audit = {k: out[k] for k in ("kind", "rows", "accepted", "quarantined", "duplicates")}
+    return out
+
+
+def _outcome(kind: str, n: int, result: Any, errors: list[dict[str, Any]], positions: list[int]) -> dict[str, Any]:
+    problems = [{"row": positions[line - 1] if 0 < line <= len(positions) else line, "field": field,
+                 "reason": reason} for line, field, reason in (result.problems if result else [])]
+    base = {"accepted": 0, "duplicates": 0, "quarantined": 0, "late": 0, "released": 0, "skipped": False}
+    if result is not None:
+        base = {k: getattr(result, k) for k in base}
+    return {"kind": kind, "rows": n, **base, "errors": sorted(errors + problems, key=lambda e: e["row"])}

@@ -1,0 +1,21 @@
+"""Terms files: validate (canonical form and termsHash, or the offending field)."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from oracle.terms import parse_terms
+
+from ..auth import Principal
+from ..context import terms_summary
+from ..deps import principal
+from ..models import Error, TermsBody, TermsResult
+
+router = APIRouter(prefix="/v1/terms", tags=["terms"])
+
+
+@router.post("/validate", response_model=TermsResult, responses={422: {"model": Error}},
+             summary="Validate a terms file; returns its canonical form and termsHash")
+def validate(body: TermsBody, _: Principal = Depends(principal)) -> dict[str, Any]:
+    return terms_summary(parse_terms(body.terms))
