@@ -33,7 +33,7 @@ from .chain import PROJECT_ROOT, contract, create_agreement, deploy, deploy_fact
 from .keystore import create_keystore
 from .schedule import ZERO_ADDRESS, config_from_terms
 from .service import Service
-from .settings import AgreementSpec, Settings
+from .settings import AgreementSpec, load_settings
 from .simulate import SimParams, simulate
 from .terms import load_terms
 from .verify import verify_agreement
@@ -166,7 +166,8 @@ class Demo:
         """Simulate the customer's estate for `label`; create and fund its agreement once."""
         folder = self.data / c.name
         if not (folder / "estate" / "terms.yaml").exists():
-            simulate(SimParams(sites=c.sites, devices_per_site=c.devices_per_site, months=1, start=label,
+            # last month (to settle) and this one (month to date, for the dashboard's burn picture)
+            simulate(SimParams(sites=c.sites, devices_per_site=c.devices_per_site, months=2, start=label,
                                seed=c.seed, profile=c.profile, bad_sites=c.bad_sites), folder / "estate")
         terms_path = folder / "terms.yaml"
         if not terms_path.exists():
@@ -190,16 +191,25 @@ class Demo:
         return known[c.name]["address"], terms_path, folder / "estate" / "evidence"
 
     def oracle(self, specs: list[AgreementSpec]) -> Service:
+        """The oracle node of the demo, configured by a settings file (also read by the API)."""
         keys = self.keystores()
-        settings = Settings(rpc_url=self.rpc, db_url=f"sqlite:///{self.data / 'oracle.db'}", data_dir=self.data / "oracle",
-                            keystores=tuple(keys), password_env=DEMO_PASSWORD_ENV, confirmations=1,
-                            grace=3_600, listen="", agreements=tuple(specs))
-        service = Service(settings)
+        lines = [f'rpc_url = "{self.rpc}"', f'db_url = "sqlite:///{self.data / "oracle.db"}"', 'data_dir = "oracle"',
+                 f"keystores = {json.dumps([str(k.relative_to(self.data)) for k in keys])}",
+                 f'password_env = "{DEMO_PASSWORD_ENV}"', "confirmations = 1", 'grace = "1h"', 'listen = ""']
+        for spec in specs:
+            lines += ["", "[[agreements]]", f'id = "{spec.id}"', f'address = "{spec.address}"',
+                      f'terms = "{spec.terms.relative_to(self.data)}"', f'inbox = "{spec.inbox.relative_to(self.data)}"']
+        self.oracle_config.write_text("\n".join(lines) + "\n")
+        service = Service(load_settings(self.oracle_config))
         submitter = service.submitter.address
         if self.w3.eth.get_balance(submitter) < 10**18:  # the oracle pays gas: top it up
             self.w3.eth.wait_for_transaction_receipt(self.w3.eth.send_transaction(
                 {"from": self.vendor, "to": submitter, "value": 10 * 10**18}))
         return service
+
+    @property
+    def oracle_config(self) -> Path:
+        return self.data / "oracle.toml"
 
     def settle(self, service: Service) -> None:
         """Ingest, close, sign and submit; mine a block for the confirmation; repeat until final."""
@@ -273,19 +283,38 @@ def _summary(console: Console, outcomes: list[AgreementOutcome]) -> None:
 
 
 def _serve(console: Console, demo: Demo, service: Service, host: str, port: int) -> None:
+    """The API and dashboard over the demo's chain, oracle database and bundles; the oracle keeps
+    running beside it. Ctrl-C stops both (and the embedded chain, whose state is saved)."""
     import uvicorn
 
-    from api.app import create_app  # the API issue's app factory
+    from api.app import create_app
+    from api.auth import add_key
+    from api.settings import load_api_settings
 
-    os.environ.setdefault("SLACOMP_RPC_URL", demo.rpc)
-    app = create_app()
-    console.rule(f"dashboard: http://{host}:{port}/  ·  API docs: http://{host}:{port}/docs  ·  Ctrl-C to stop")
+    keys_file, demo_keys = demo.data / "api-keys.yaml", demo.data / "demo-api-keys.json"
+    if not demo_keys.exists():  # demo only: the plaintext keys are kept to print them again
+        plain = {"auditor": add_key(keys_file, "auditor", None, "demo-auditor"),
+                 "vendor": add_key(keys_file, "vendor", demo.vendor, "demo-vendor")}
+        demo_keys.write_text(json.dumps(plain, indent=2))
+    plain = json.loads(demo_keys.read_text())
+    settings = load_api_settings(rpc_url=demo.rpc, db_url=service.settings.db_url,
+                                 data_dir=service.settings.data_dir, keys_file=keys_file,
+                                 oracle_config=demo.oracle_config, factories=(demo.state["factory"],))
+    app = create_app(settings)
+    base = f"http://{host}:{port}"
+    console.rule("API and dashboard")
+    for name, info in demo.state["agreements"].items():
+        console.print(f"  {name}: {base}/dashboard/{info['address']}#key={plain['auditor']}")
+    console.print(f"  API docs: {base}/docs · demo keys (X-API-Key): {demo_keys} · Ctrl-C to stop")
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     stop = threading.Event()
     thread = threading.Thread(target=service.run, kwargs={"stop": stop}, daemon=True)
     thread.start()
     try:
         server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        pass
     finally:
         stop.set()
         thread.join(timeout=10)
+        console.print("stopped")
