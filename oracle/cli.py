@@ -190,6 +190,18 @@ def _cmd_oracle(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from oracle.forecast_cli import cmd_status
+
+    return cmd_status(args)
+
+
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    from oracle.forecast_cli import cmd_forecast
+
+    return cmd_forecast(args)
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from oracle.simulate import SimError, SimParams, simulate
 
@@ -315,6 +327,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("oracle", help="the oracle node: ingest, close, run, status, keystore")
     add_oracle_arguments(p)
     p.set_defaults(handler=_cmd_oracle)
+
+    from oracle.forecast_cli import add_forecast_arguments, add_status_arguments
+
+    p = sub.add_parser("status", help="month-to-date error budgets: total, used, left, burn rate")
+    add_status_arguments(p)
+    p.set_defaults(handler=_cmd_status)
+
+    p = sub.add_parser("forecast", help="P(meet target) per subject, open faults by credit saved, alerts")
+    add_forecast_arguments(p)
+    p.set_defaults(handler=_cmd_forecast)
 
     p = sub.add_parser("simulate", help="generate a seeded estate: terms.yaml, evidence/*.csv, truth.json")
     p.add_argument("--out", required=True, help="output folder")
