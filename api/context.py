@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +12,22 @@ from eth_utils import to_checksum_address
 from sqlalchemy.engine import Engine
 
 from oracle.chain import ChainError, contract, create_agreement
+from oracle.evidence import Evidence
 from oracle.keystore import load_keystore, read_password
 from oracle.periods import iso_utc
 from oracle.schedule import SCOPES, config_from_terms
 from oracle.terms import Terms, canonical_bytes, canonical_dict, parse_terms, period_bounds, period_labels, \
     terms_hash
 
+from . import forecast as fc
 from . import status as mtd
 from .auth import KeyRing, Principal
 from .chain_view import AgreementState, ChainView
 from .oracle_link import OracleLink, connect
 from .settings import ApiSettings
+
+
+Compute = Callable[[Terms, Evidence, str, int], Any]  # (terms, evidence, label, as_of) -> cached value
 
 
 class Forbidden(PermissionError):
@@ -170,9 +176,12 @@ class ApiContext:
                 return label, as_of
         return labels[-1], period_bounds(terms, labels[-1])[1]  # after the term: its last period, complete
 
-    def _mtd(self, kind: str, state: AgreementState, as_of: int | None) -> dict[str, Any]:
-        """Status or burn series, cached per (period, as_of, block, telemetry version); a miss is
-        computed by one thread while concurrent requests for the same key wait for it."""
+    def _mtd(self, kind: Hashable, state: AgreementState, as_of: int | None, compute: Compute,
+             history_s: int = 0) -> Any:
+        """`compute(terms, evidence, label, as_of)` (status, burn series, forecast), cached per
+        (kind, period, as_of, block, telemetry version); a miss is computed by one thread while
+        concurrent requests for the same key wait for it. The evidence covers the period, and the
+        `history_s` before as_of if that starts earlier (the forecast's fit window)."""
         terms = self.link.terms(state.address, state.terms_hash)
         label, as_of = self._period_for(terms, as_of)
         key = (kind, state.address, label, as_of, self.chain.block(), self.link.version(state.address))
@@ -180,15 +189,15 @@ class ApiContext:
             hit = self._status_cache.get(key)
             flight = self._flights.setdefault(key[:4], threading.Lock())
         if hit is not None:
-            return hit  # type: ignore[no-any-return]
+            return hit
         with flight:
             with self._lock:
                 hit = self._status_cache.get(key)
             if hit is not None:
-                return hit  # type: ignore[no-any-return]
+                return hit
             start, end = period_bounds(terms, label)
-            evidence = self.link.evidence(state.address, terms, start, end)
-            value = (mtd.month_to_date if kind == "status" else mtd.burn_series)(terms, evidence, label, as_of)
+            evidence = self.link.evidence(state.address, terms, min(start, as_of - history_s), end)
+            value = compute(terms, evidence, label, as_of)
             with self._lock:
                 if len(self._status_cache) > 256:
                     self._status_cache.clear()
@@ -196,17 +205,42 @@ class ApiContext:
                 self._status_cache[key] = value
             return value
 
-    def status(self, state: AgreementState, as_of: int | None) -> dict[str, Any]:
-        s = self._mtd("status", state, as_of)
+    def _decimals(self, state: AgreementState) -> int:
         terms = self.link.terms(state.address, state.terms_hash)
-        d = state.asset_decimals if state.asset_decimals is not None else terms.decimals
+        return state.asset_decimals if state.asset_decimals is not None else terms.decimals
+
+    def _currency(self, state: AgreementState) -> str:
+        return state.asset_symbol or self.link.terms(state.address, state.terms_hash).currency_symbol
+
+    def status(self, state: AgreementState, as_of: int | None) -> dict[str, Any]:
+        s = self._mtd("status", state, as_of, mtd.month_to_date)
+        d = self._decimals(state)
         objectives = [o | {"results": [r | {"credit": amount(r["credit"], d)} for r in o["results"]]}
                       for o in s["objectives"]]
         return s | {"agreement": state.address, "objectives": objectives, "credit_so_far": amount(s["credit_so_far"], d),
-                    "currency": state.asset_symbol or terms.currency_symbol, "settled": self.settled(state)}
+                    "currency": self._currency(state), "settled": self.settled(state)}
 
-    def burn(self, state: AgreementState, as_of: int | None) -> dict[str, Any]:
-        return self._mtd("burn", state, as_of)
+    def burn(self, state: AgreementState, as_of: int | None, sims: int | None = None) -> dict[str, Any]:
+        """The burn series; with `sims`, each subject's forecast band to period end as well."""
+        b: dict[str, Any] = self._mtd("burn", state, as_of, mtd.burn_series)
+        if sims is None:
+            return b
+        subjects = [(o["id"], s["subject"]) for o in b["objectives"] for s in o["series"]]
+        bands = self._mtd(("band", sims), state, as_of, lambda t, e, label, at: fc.burn_bands(
+            t, e, label, at, sims, subjects), history_s=int(fc.HISTORY_DAYS * 86_400))
+        return b | {"objectives": [o | {"series": [s | {"forecast": bands[o["id"], s["subject"]]} for s in o["series"]]}
+                                   for o in b["objectives"]]}
+
+    def forecast(self, state: AgreementState, as_of: int | None, sims: int) -> dict[str, Any]:
+        f = self._mtd(("forecast", sims), state, as_of, lambda t, e, label, at: fc.forecast_view(t, e, label, at, sims),
+                      history_s=int(fc.HISTORY_DAYS * 86_400))
+        d = self._decimals(state)
+        objectives = [o | {"results": [r | {"expected_credit": amount(r["expected_credit"], d),
+                                             "credit_if_missed": amount(r["credit_if_missed"], d)}
+                                       for r in o["results"]]} for o in f["objectives"]]
+        priorities = [p | {"expected_credit_saved": amount(p["expected_credit_saved"], d)} for p in f["priorities"]]
+        return f | {"agreement": state.address, "currency": self._currency(state), "objectives": objectives,
+                    "priorities": priorities}
 
     # ------------------------------------------------------------------ writes
 

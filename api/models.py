@@ -170,11 +170,24 @@ class Status(BaseModel):
     settled: list[SettledPeriod]
 
 
+class BandPoint(BaseModel):
+    t: str
+    p05_s: float
+    p50_s: float
+    p95_s: float
+    p05_pct: float | None = Field(description="% of the period's error budget (None: the budget is zero)")
+    p50_pct: float | None
+    p95_pct: float | None
+
+
 class BurnSeries(BaseModel):
     subject: str
     budget_total_s: int
     bad_s: list[int]
     burn_pct: list[float | None]
+    forecast: list[BandPoint] | None = Field(
+        default=None, description="with forecast=true: budget used from as_of to period end, forecast percentiles "
+                                  "(None for ticket KPIs)")
 
 
 class BurnObjective(BaseModel):
@@ -192,6 +205,61 @@ class Burn(BaseModel):
     as_of: str
     marks: list[str]
     objectives: list[BurnObjective]
+
+
+class AttainmentInterval(BaseModel):
+    p05: int
+    p50: int
+    p95: int
+
+
+class SubjectForecast(BaseModel):
+    subject: str
+    attainment_bps: int = Field(description="so far")
+    target_bps: int
+    p_meet: float = Field(ge=0, le=1, description="probability that the period ends at or above the target")
+    attainment_interval_bps: AttainmentInterval = Field(description="final attainment: 5th, 50th, 95th percentile")
+    expected_credit: Amount = Field(description="mean credit over the runs (before the agreement's credit cap)")
+    credit_if_missed: Amount = Field(description="credit at the first tier below the target")
+    status: Literal["lost", "at_risk", "on_track"]
+
+
+class ObjectiveForecast(BaseModel):
+    id: str
+    kpi: str
+    scope: str
+    target_bps: int
+    results: list[SubjectForecast]
+
+
+class FaultShift(BaseModel):
+    objective: str
+    subject: str
+    p_meet: float
+    p_meet_if_fixed: float
+
+
+class OpenFault(BaseModel):
+    device: str
+    site: str
+    down_since: str
+    expected_credit_saved: Amount = Field(description="expected credit avoided if the device is repaired now")
+    site_lost: bool = Field(description="every per-site objective of its site is already lost this period")
+    subjects: list[FaultShift]
+
+
+class Forecast(BaseModel):
+    agreement: str
+    label: str
+    start: str
+    end: str
+    as_of: str
+    sims: int
+    seed: int
+    currency: str
+    model: dict[str, Any] = Field(description="the fitted model's summary (fit window, spell rate, durations)")
+    objectives: list[ObjectiveForecast]
+    priorities: list[OpenFault] = Field(description="open faults, most expected credit saved first")
 
 
 class Signature(BaseModel):

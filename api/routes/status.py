@@ -1,4 +1,5 @@
-"""Month-to-date status (KPI engine, as-of mode) and the cumulative error budget burn."""
+"""Month-to-date status (KPI engine, as-of mode), the cumulative error budget burn with its
+forecast band, and the period's forecast (Monte Carlo, oracle.forecast)."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -12,11 +13,13 @@ from oracle.kpi import PeriodError
 from ..auth import Principal
 from ..context import ApiContext
 from ..deps import get_ctx, principal
-from ..models import Burn, Error, Status
+from ..forecast import DEFAULT_SIMS, MAX_SIMS, MIN_SIMS
+from ..models import Burn, Error, Forecast, Status
 from .agreements import ERRORS, AddressPath
 
 router = APIRouter(prefix="/v1/agreements", tags=["status"])
 AsOf = Annotated[datetime | None, Query(description="ISO-8601 instant (default: now); month to date up to it")]
+Sims = Annotated[int, Query(ge=MIN_SIMS, le=MAX_SIMS, description="Monte Carlo runs of the forecast (fixed seed)")]
 
 
 def _epoch(as_of: datetime | None) -> int | None:
@@ -40,6 +43,17 @@ async def status(address: AddressPath, as_of: AsOf = None, who: Principal = Depe
 
 @router.get("/{address}/status/burn", response_model=Burn, responses=ERRORS | {409: {"model": Error}},
             summary="Cumulative error budget burn per day of the month (the dashboard chart)")
-def burn(address: AddressPath, as_of: AsOf = None, who: Principal = Depends(principal),
+def burn(address: AddressPath, as_of: AsOf = None,
+         forecast: Annotated[bool, Query(description="add each subject's forecast band to period end")] = False,
+         sims: Sims = DEFAULT_SIMS, who: Principal = Depends(principal),
          ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
-    return ctx.burn(ctx.agreement(address, who), _epoch(as_of))
+    return ctx.burn(ctx.agreement(address, who), _epoch(as_of), sims if forecast else None)
+
+
+@router.get("/{address}/forecast", response_model=Forecast, responses=ERRORS | {409: {"model": Error}},
+            summary="Forecast of the period's end: P(meet), 90% interval of attainment, expected credit per "
+                    "objective and subject, and the open faults to fix first")
+async def forecast(address: AddressPath, as_of: AsOf = None, sims: Sims = DEFAULT_SIMS,
+                   who: Principal = Depends(principal), ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+    at = _epoch(as_of)
+    return await run_in_threadpool(lambda: ctx.forecast(ctx.agreement(address, who), at, sims))

@@ -36,20 +36,33 @@
     document.body.dataset.ready = "1";
   }
 
-  function sitesTable(detail, status) {
+  const TAGS = {lost: "lost", at_risk: "at risk", on_track: ""};
+  function pMeetCell(site, objectiveId, f, units) {
+    if (!f) return "<td class='muted num'>–</td>";
+    const i = f.attainment_interval_bps;
+    const title = `90% interval ${pct(i.p05)} – ${pct(i.p95)} · expected credit ${units(f.expected_credit)}`;
+    return `<td class="num p-${f.status}" title="${esc(title)}" data-testid="pmeet-${esc(site)}-${esc(objectiveId)}">` +
+           `${(100 * f.p_meet).toFixed(0)}%${TAGS[f.status] ? `<span class="tag">${TAGS[f.status]}</span>` : ""}</td>`;
+  }
+
+  function sitesTable(detail, status, forecast, units) {
     const objectives = status.objectives.filter((o) => o.scope !== "per_device");
     const sites = (detail.terms ? detail.terms.sites.map((s) => s.id) : []);
     const subjects = sites.concat(objectives.some((o) => o.scope === "estate") ? ["*"] : []);
+    const predicted = (oid, site) => forecast && (forecast.objectives.find((x) => x.id === oid)?.results || [])
+      .find((x) => x.subject === site);
     $("sites").querySelector("thead").innerHTML = "<tr><th>site</th><th>state</th>" + objectives.map((o) =>
-      `<th class="num">${esc(o.id)} (target ${pct(o.target_bps)})</th><th class="num">budget left · burn · days left</th>`).join("") + "</tr>";
+      `<th class="num">${esc(o.id)} (target ${pct(o.target_bps)})</th><th class="num">budget left · burn · days left</th>` +
+      "<th class='num'>P(meet)</th>").join("") + "</tr>";
     $("sites").querySelector("tbody").innerHTML = subjects.map((site) => {
       const cells = objectives.map((o) => {
         const r = o.results.find((x) => x.subject === site);
-        if (!r) return "<td class='muted num'>–</td><td></td>";
+        if (!r) return "<td class='muted num'>–</td><td></td><td></td>";
         const days = r.days_left === null ? "–" : r.days_left.toFixed(1) + " d";
         const burn = r.burn_rate === null ? "∞" : r.burn_rate.toFixed(2);
         return `<td class="num cell-${r.state}" data-testid="att-${esc(site)}-${esc(o.id)}">${pct(r.attainment_bps)}</td>` +
-               `<td class="num" data-testid="budget-${esc(site)}-${esc(o.id)}">${hours(r.budget_s)} · ${burn} · ${days}</td>`;
+               `<td class="num" data-testid="budget-${esc(site)}-${esc(o.id)}">${hours(r.budget_s)} · ${burn} · ${days}</td>` +
+               pMeetCell(site, o.id, predicted(o.id, site), units);
       });
       const states = objectives.flatMap((o) => o.results.filter((x) => x.subject === site).map((x) => x.state));
       const worst = states.includes("red") ? "red" : states.includes("amber") ? "amber" : "green";
@@ -58,32 +71,60 @@
     }).join("");
   }
 
+  function fixFirst(forecast, units) {
+    const body = $("fix-first").querySelector("tbody");
+    if (!forecast) { body.innerHTML = "<tr><td colspan='5' class='muted'>forecast unavailable</td></tr>"; return; }
+    body.innerHTML = forecast.priorities.length ? forecast.priorities.slice(0, 5).map((p) =>
+      `<tr data-testid="fault"><td>${esc(p.device)}</td><td>${esc(p.site)}${p.site_lost ? " <span class='muted'>(month lost)</span>" : ""}</td>` +
+      `<td>${esc(p.down_since.replace("T", " ").replace("Z", " UTC"))}</td><td class="num">${esc(units(p.expected_credit_saved))}</td>` +
+      `<td>${p.subjects.map((s) => `${esc(s.objective)} ${(100 * s.p_meet).toFixed(0)}% → ${(100 * s.p_meet_if_fixed).toFixed(0)}%`).join("; ")}</td></tr>`).join("") :
+      "<tr><td colspan='5' class='muted'>no open faults at this instant</td></tr>";
+  }
+
   let chart = null;
   function drawBurn(burn, objectiveId) {
     const o = burn.objectives.find((x) => x.id === objectiveId) || burn.objectives[0];
-    const t0 = Date.parse(burn.start), t1 = Date.parse(burn.end);
-    const labels = burn.marks.map((m) => m.slice(5, 10));
+    const t0 = Date.parse(burn.start);
+    const day = (iso) => +((Date.parse(iso) - t0) / 86400000).toFixed(3);  // days since the period start
+    const span = day(burn.end);
     const palette = ["#2f80ed", "#eb5757", "#27ae60", "#9b51e0", "#f2994a", "#56ccf2", "#219653", "#bb6bd9"];
-    const datasets = o.series.map((s, i) => ({
-      label: s.subject === "*" ? "estate" : s.subject, data: s.burn_pct, borderColor: palette[i % palette.length],
-      backgroundColor: palette[i % palette.length], tension: 0.15, pointRadius: 2}));
-    datasets.push({label: "even pace", data: burn.marks.map((m) => +(100 * (Date.parse(m) - t0) / (t1 - t0)).toFixed(2)),
-      borderColor: "#9aa5b1", borderDash: [6, 4], pointRadius: 0});
-    datasets.push({label: "budget (100%)", data: burn.marks.map(() => 100), borderColor: "#c53030", borderWidth: 1, pointRadius: 0});
+    const datasets = [];
+    o.series.forEach((s, i) => {
+      const name = s.subject === "*" ? "estate" : s.subject, colour = palette[i % palette.length];
+      datasets.push({label: name, data: s.burn_pct.map((y, k) => ({x: day(burn.marks[k]), y})), borderColor: colour,
+        backgroundColor: colour, tension: 0.15, pointRadius: 2});
+      if (!s.forecast) return;
+      const band = (key) => s.forecast.map((p) => ({x: day(p.t), y: p[key]}));
+      // the 5-95% band: the upper edge filled down to the lower edge (the next dataset)
+      datasets.push({label: `${name} forecast 5–95%`, data: band("p95_pct"), borderColor: "transparent",
+        backgroundColor: colour + "2e", pointRadius: 0, fill: "+1", band: true});
+      datasets.push({label: `${name} forecast 5%`, data: band("p05_pct"), borderColor: "transparent",
+        pointRadius: 0, fill: false, band: true, edge: true});
+      datasets.push({label: `${name} forecast median`, data: band("p50_pct"), borderColor: colour, borderDash: [5, 4],
+        borderWidth: 1.5, pointRadius: 0, band: true});
+    });
+    datasets.push({label: "even pace", data: [{x: 0, y: 0}, {x: span, y: 100}], borderColor: "#9aa5b1", borderDash: [6, 4], pointRadius: 0});
+    datasets.push({label: "budget (100%)", data: [{x: 0, y: 100}, {x: span, y: 100}], borderColor: "#c53030", borderWidth: 1, pointRadius: 0});
     if (chart) chart.destroy();
-    chart = new Chart($("burn"), {type: "line", data: {labels, datasets}, options: {
+    chart = new Chart($("burn"), {type: "line", data: {datasets}, options: {
       animation: false, responsive: true, maintainAspectRatio: false,
-      plugins: {title: {display: true, text: `${o.id}: % of the month's error budget spent (target ${pct(o.target_bps)})`}},
-      scales: {y: {title: {display: true, text: "% of budget"}, beginAtZero: true}, x: {title: {display: true, text: "day (" + burn.label + ")"}}}}});
+      plugins: {title: {display: true, text: `${o.id}: % of the month's error budget spent (target ${pct(o.target_bps)}); shaded: forecast 5–95%, dashed: median`},
+                legend: {labels: {filter: (item, data) => !data.datasets[item.datasetIndex].edge}}},
+      scales: {y: {title: {display: true, text: "% of budget"}, beginAtZero: true},
+               x: {type: "linear", min: 0, max: span, ticks: {stepSize: 1, callback: (v) => Number.isInteger(v) ? String(v + 1) : ""},
+                   title: {display: true, text: "day of " + burn.label}}}}});
   }
 
   async function agreementPage() {
     const address = location.pathname.split("/").pop();
     $("address").textContent = address;
     const q = asOf ? "?as_of=" + encodeURIComponent(asOf) : "";
-    const [detail, status, burn, payouts] = await Promise.all([
+    const burnUrl = `/v1/agreements/${address}/status/burn`;
+    // the forecast adds to the page; without it (an error) the month-to-date figures still show
+    const [detail, status, burn, payouts, forecast] = await Promise.all([
       api(`/v1/agreements/${address}`), api(`/v1/agreements/${address}/status${q}`),
-      api(`/v1/agreements/${address}/status/burn${q}`), api(`/v1/agreements/${address}/payouts`)]);
+      api(burnUrl + (q ? q + "&" : "?") + "forecast=true").catch(() => api(burnUrl + q)),
+      api(`/v1/agreements/${address}/payouts`), api(`/v1/agreements/${address}/forecast${q}`).catch(() => null)]);
     const cur = status.currency, units = (a) => (a.units ?? a.raw) + " " + cur;
     $("title").textContent = detail.terms ? detail.terms.agreement : "Agreement";
     $("state").textContent = status.state; $("state").className = "badge " + status.state;
@@ -95,7 +136,9 @@
       ["oracles", `${detail.oracles.threshold} of ${detail.oracles.oracles.length}`],
       ["periods settled", `${detail.next_period} of ${detail.period_count}`]]
       .map(([k, v]) => `<div><span>${k}</span><b data-testid="fact-${k.replace(/[^a-z]+/g, "-")}">${esc(v)}</b></div>`).join("");
-    sitesTable(detail, status);
+    sitesTable(detail, status, forecast, units);
+    $("sims").textContent = forecast ? forecast.sims : "no";
+    fixFirst(forecast, units);
     const sel = $("objective");
     sel.innerHTML = burn.objectives.map((o) => `<option value="${esc(o.id)}">${esc(o.id)}</option>`).join("");
     sel.onchange = () => drawBurn(burn, sel.value);

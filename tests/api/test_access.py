@@ -12,7 +12,8 @@ from api.auth import api_audit
 from .conftest import AS_OF, TERMS
 
 ROLES = ("vendor", "customer", "auditor", "other_vendor", "other_customer", None, "bogus")
-READS = ("", "/status?as_of=" + AS_OF, "/status/burn?as_of=" + AS_OF, "/reports", "/payouts", "/periods/0/evidence")
+READS = ("", "/status?as_of=" + AS_OF, "/status/burn?as_of=" + AS_OF, "/status/burn?forecast=true&as_of=" + AS_OF,
+         "/forecast?sims=50&as_of=" + AS_OF, "/reports", "/payouts", "/periods/0/evidence")
 # who may read the demo agreement: its vendor, its customer, any auditor
 READ_OK = {"vendor": 200, "customer": 200, "auditor": 200, "other_vendor": 403, "other_customer": 403,
            None: 401, "bogus": 401}

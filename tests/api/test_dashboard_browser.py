@@ -69,17 +69,47 @@ def test_agreement_page_shows_sites_burn_chart_payouts_and_state(server, browser
     assert "red" in page.get_attribute("[data-testid=overall-state]", "class")
     assert page.inner_text("[data-testid=fact-credit-so-far-this-month]") == "2750.000000 USDC"
     assert page.inner_text("[data-testid=payout-amount]") == "2750.000000 USDC"
-    # a real chart: Chart.js drew the datasets on the canvas
-    datasets = page.evaluate("() => Chart.getChart('burn').data.datasets.map(d => [d.label, d.data.at(-1)])")
-    burn = get_json(client, f"/v1/agreements/{world.agreement}/status/burn?as_of={AS_OF}", "customer", world)
+    # P(meet) per site and objective, styled by the forecast's status
+    forecast = get_json(client, f"/v1/agreements/{world.agreement}/forecast?as_of={AS_OF}", "customer", world)
+    for o in forecast["objectives"]:
+        for r in o["results"]:
+            cell = f'[data-testid="pmeet-{r["subject"]}-{o["id"]}"]'
+            assert page.inner_text(cell).startswith(f"{100 * r['p_meet']:.0f}%"), cell
+            assert f"p-{r['status']}" in page.get_attribute(cell, "class")
+    assert page.inner_text("[data-testid=pmeet-north-avail]") == "0%lost"
+    assert page.eval_on_selector("[data-testid=pmeet-north-avail]", "e => getComputedStyle(e).color") == "rgb(197, 48, 48)"
+    assert "no open faults" in page.inner_text("[data-testid=fix-first]")
+    # a real chart: Chart.js drew the datasets on the canvas, the forecast band after each observed line
+    datasets = page.evaluate("() => Chart.getChart('burn').data.datasets.map(d => [d.label, d.data.at(-1).y, d.fill])")
+    burn = get_json(client, f"/v1/agreements/{world.agreement}/status/burn?as_of={AS_OF}&forecast=true", "customer",
+                    world)
     north = burn["objectives"][0]["series"][0]
-    assert datasets[0] == ["north", north["burn_pct"][-1]] and north["burn_pct"][-1] > 100
-    assert [d[0] for d in datasets] == ["north", "south", "even pace", "budget (100%)"]
+    assert datasets[0][:2] == ["north", north["burn_pct"][-1]] and north["burn_pct"][-1] > 100
+    assert [d[0] for d in datasets] == [
+        "north", "north forecast 5–95%", "north forecast 5%", "north forecast median",
+        "south", "south forecast 5–95%", "south forecast 5%", "south forecast median", "even pace", "budget (100%)"]
+    band = {d[0]: d for d in datasets}
+    assert band["north forecast 5–95%"][1:] == [north["forecast"][-1]["p95_pct"], "+1"]  # filled down to the 5% edge
+    assert band["north forecast median"][1] == north["forecast"][-1]["p50_pct"] > 100
     # nothing fetched from outside the app (no CDN)
     assert all(u.startswith(server) for u in requests), [u for u in requests if not u.startswith(server)]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+    page.close()
+
+
+def test_fix_first_lists_the_open_faults_by_credit_saved(server, browser, world, client):
+    as_of = "2026-10-14T12:00:00Z"  # four north chargers down
+    page = browser.new_page(viewport={"width": 1280, "height": 1180})
+    page.goto(f"{server}/dashboard/{world.agreement}#key={world.keys['vendor']}&as_of={as_of}")
+    page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    forecast = get_json(client, f"/v1/agreements/{world.agreement}/forecast?as_of={as_of}", "vendor", world)
+    rows = page.locator("[data-testid=fault]")
+    assert rows.count() == len(forecast["priorities"]) == 4
+    first = forecast["priorities"][0]
+    assert rows.first.inner_text().split("\t")[:2] == [first["device"], "north"]
+    assert f"{first['expected_credit_saved']['units']} USDC" in rows.first.inner_text()
     page.close()
 
 

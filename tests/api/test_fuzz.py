@@ -89,7 +89,7 @@ def test_the_schema_documents_every_route(spec):
                      "/v1/agreements/{address}/terms", "/v1/agreements/{address}/reports",
                      "/v1/agreements/{address}/payouts", "/v1/agreements/{address}/periods/{period}/evidence",
                      "/v1/agreements/{address}/status", "/v1/agreements/{address}/status/burn",
-                     "/v1/agreements/{address}/telemetry/{kind}"):
+                     "/v1/agreements/{address}/forecast", "/v1/agreements/{address}/telemetry/{kind}"):
         assert expected in paths
 
 
@@ -99,7 +99,7 @@ OPERATIONS = [("get", "/health"), ("get", "/ready"), ("post", "/v1/terms/validat
               ("get", "/v1/agreements/{address}/payouts"),
               ("get", "/v1/agreements/{address}/periods/{period}/evidence"),
               ("get", "/v1/agreements/{address}/status"), ("get", "/v1/agreements/{address}/status/burn"),
-              ("post", "/v1/agreements/{address}/telemetry/{kind}")]
+              ("get", "/v1/agreements/{address}/forecast"), ("post", "/v1/agreements/{address}/telemetry/{kind}")]
 
 
 @pytest.mark.parametrize("method,path", OPERATIONS)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
+from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 
 import oracle.evidence as evidence_module
 from oracle.csvraw import fast_instants, parse_ts_text, read_fast, read_raw

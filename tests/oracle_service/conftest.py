@@ -18,7 +18,7 @@ from web3 import Web3
 
 from oracle import devchain
 from oracle.chain import create_agreement, deploy, deploy_factory, deposit, transact
-from oracle.demo import EXAMPLE
+from tests.e2e.helpers import EXAMPLE
 from oracle.keystore import create_keystore, load_keystore
 from oracle.schedule import config_from_terms
 from oracle.settings import Settings, load_settings

@@ -6,7 +6,7 @@ from eth_account import Account
 
 from oracle import db
 from oracle.bundle import BundleError, find_bundle, load_bundle, write_bundle
-from oracle.demo import EXAMPLE
+from tests.e2e.helpers import EXAMPLE
 from oracle.evidence import load_evidence
 from oracle.ingest import export_evidence, ingest_folder
 from oracle.keystore import KeyRing, KeystoreError, create_keystore, load_keystore, read_password

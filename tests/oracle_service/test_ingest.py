@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from oracle import db
-from oracle.demo import EXAMPLE
+from tests.e2e.helpers import EXAMPLE
 from oracle.ingest import ingest_file, ingest_folder, ingest_rows, quarantined
 from oracle.settings import SettingsError, load_settings
 from oracle.terms import load_terms

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from oracle import db, devchain
 from oracle.bundle import find_bundle, load_bundle
-from oracle.demo import EXAMPLE
+from tests.e2e.helpers import EXAMPLE
 from oracle.evidence import load_evidence
 from oracle.kpi import compute_period
 from oracle.outbox import CONFIRMED, SENT, SETTLED_ELSEWHERE, SIGNED
