@@ -10,12 +10,12 @@ export PATH := $(CURDIR)/node_modules/.bin:$(BIN):$(PATH)
 # NETWORK=ganache-cli runs the same suite against Ganache instead of Anvil.
 NETWORK ?= development
 
-.PHONY: setup browser demo test bench clean
+.PHONY: setup system-deps demo test bench clean
 
 $(BIN)/slacomp: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,postgres]'
 	touch $@
 
 node_modules/.package-lock.json: package-lock.json
@@ -32,12 +32,16 @@ setup: $(BIN)/slacomp node_modules/.package-lock.json $(SOLCX_BINARY_PATH)/solc-
 demo: setup
 	$(BIN)/slacomp demo $(DEMO_ARGS)
 
-# The dashboard's browser test needs Debian's chromium (installed here when missing and root).
-browser:
-	@[ -x /usr/bin/chromium ] || [ "$$(id -u)" != 0 ] || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# Debian packages some tests need: chromium (the dashboard's browser test) and the PostgreSQL
+# server binaries (the oracle's PostgreSQL path; the tests start a throwaway cluster). Installed
+# when missing and root; without them those tests skip with the reason.
+system-deps:
+	@missing=""; [ -x /usr/bin/chromium ] || missing="chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-test: setup browser
+test: setup system-deps
 	$(BIN)/brownie test tests --network $(NETWORK)
 
 bench: setup
