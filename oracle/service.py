@@ -140,7 +140,10 @@ class Service:
         self.settings, self.clock = settings, clock
         self.hook: Hook = hook or (lambda point, row: None)
         self.engine: Engine = db.connect(settings.db_url)
-        self.w3 = w3 or Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
+        # web3 asks eth_chainId before every call and transaction; it never changes, so cache it
+        # (and nothing else: block and transaction lookups must see reorgs)
+        self.w3 = w3 or Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30},
+                                               cache_allowed_requests=True, cacheable_requests={"eth_chainId"}))
         if keyring is None or submitter is None:
             password = read_password(settings.password_env, settings.password_file) if (
                 settings.keystores or settings.submitter_keystore) else ""
@@ -305,8 +308,9 @@ class Service:
     def _due(self, config: Config, period: int) -> bool:
         return config.period_bounds[period + 1] + self.settings.grace <= self.clock()
 
-    def serve_agreement(self, a: _Served, submit: bool = True) -> None:
-        """One pass over an agreement's periods, in order."""
+    def serve_agreement(self, a: _Served, submit: bool = True, close: bool = True) -> None:
+        """One pass over an agreement's periods, in order. `submit=False` closes and signs but
+        sends nothing; `close=False` only moves reports already signed (or in flight) on."""
         config = self._refresh(a)
         assert a.contract is not None
         next_period = a.contract.functions.nextPeriod().call()
@@ -319,7 +323,7 @@ class Service:
                     break  # periods settle in order: nothing after an unsettled one can go
                 continue
             if period < next_period:  # settled on-chain by another submitter
-                if row is None and self._due(config, period):
+                if row is None and close and self._due(config, period):
                     row = self.close_period(a, config, period)
                 if row is None:
                     row = self._placeholder(a, period)
@@ -327,6 +331,8 @@ class Service:
                 continue
             if not self._due(config, period):
                 break
+            if not close and (row is None or row["state"] == CLOSED):
+                break  # `submit`: only what is already signed goes out
             if row is None:
                 row = self.close_period(a, config, period)
             if row["state"] == CLOSED:
@@ -362,9 +368,10 @@ class Service:
 
     # ------------------------------------------------------------------ loop
 
-    def tick(self, submit: bool = True) -> None:
+    def tick(self, submit: bool = True, progress: Callable[[str], None] | None = None) -> None:
         """One loop: for every agreement, ingest, close, sign, submit, confirm. An agreement's
-        failure (node down, bad terms) is logged and counted; the others go on."""
+        failure (node down, bad terms) is logged and counted; the others go on. `progress` is
+        called with each agreement's key once it is done (the CLI's progress bar)."""
         for a in self.served.values():
             try:
                 self._ingest_inbox(a)
@@ -374,6 +381,8 @@ class Service:
                 self.metrics.failures.labels(a.spec.key, kind).inc()
                 log.error("agreement pass failed", extra={"fields": {
                     "agreement": a.spec.key, "error": f"{kind}: {str(exc)[:300]}"}})
+            if progress is not None:
+                progress(a.spec.key)
         self.metrics.last_tick.set(self.clock())
 
     def run(self, stop: threading.Event | None = None) -> None:

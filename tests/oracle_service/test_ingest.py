@@ -98,13 +98,14 @@ def test_events_before_their_inventory_are_held_then_released(engine, tmp_path):
         assert conn.execute(select(db.devices.c.retired_at)).scalar() == 1793491200
 
 
-def test_http_batches_are_idempotent_and_late_rows_are_flagged(engine):
+def test_http_batches_are_idempotent_and_rows_for_closed_periods_are_quarantined(engine):
     ingest_file(engine, TERMS, A, EXAMPLE / "evidence" / "devices.csv")
     rows = [{"ts": "2026-10-03T00:00:00Z", "device_id": "S1", "state": "faulted"},
             {"ts": "2026-10-03T00:00:00Z", "device_id": "S1"}]
     r = ingest_rows(engine, TERMS, A, "events", rows, origin="http:vendor", frozen_before=1793491200)
-    assert (r.accepted, r.quarantined, r.late) == (1, 1, 1)
-    assert r.problems == [(2, "state", "is missing or empty")]
+    assert (r.accepted, r.quarantined, r.late) == (0, 2, 1)
+    assert r.problems[1] == (2, "state", "is missing or empty")
+    assert r.problems[0][:2] == (1, "ts") and "already closed" in r.problems[0][2]
     assert ingest_rows(engine, TERMS, A, "events", rows).skipped
 
 

@@ -20,7 +20,7 @@ from oracle.bundle import find_bundle, load_bundle
 from tests.e2e.helpers import EXAMPLE
 from oracle.evidence import load_evidence
 from oracle.kpi import compute_period
-from oracle.outbox import CONFIRMED, SENT, SETTLED_ELSEWHERE, SIGNED
+from oracle.outbox import CLOSED, CONFIRMED, SENT, SETTLED_ELSEWHERE, SIGNED
 from oracle.report import report_from_result
 from oracle.service import Service
 from oracle.signing import sign_for
@@ -96,17 +96,18 @@ def test_service_settles_a_due_period_with_the_engine_numbers(deployed, keystore
     service.close()
 
 
-@pytest.mark.parametrize("point", ["signed", "sent_persisted"])
+@pytest.mark.parametrize("point", ["closed", "signed", "sent_persisted"])
 def test_crash_before_broadcast_then_restart_settles_once(deployed, keystores, tmp_path, point):
-    """Killed after the report is signed (nothing sent) or after the signed transaction is stored
-    but before it reached the node: the restart sends exactly one transaction (for
-    sent_persisted: the very bytes stored before the crash)."""
+    """Killed after the report is closed (bundle frozen, not signed), after it is signed (nothing
+    sent) or after the signed transaction is stored but before it reached the node: the restart
+    sends exactly one transaction (for sent_persisted: the very bytes stored before the crash).
+    The kill after the broadcast is the next test (it needs the transaction left unmined)."""
     cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
     crash_at(cfg, point)
     assert settlements(deployed) == [] and nonce_of(deployed, keystores["submitter_keys"][0]) == 0
     service = Service(settings_from(cfg))
     stored = attempts(service)
-    assert report_row(service)["state"] == (SIGNED if point == "signed" else SENT)
+    assert report_row(service)["state"] == {"closed": CLOSED, "signed": SIGNED, "sent_persisted": SENT}[point]
     service.tick()
     service.tick()
     assert_settled_once(deployed, service)
@@ -400,7 +401,7 @@ def test_service_on_postgresql(deployed, keystores, tmp_path, postgres_url):
     service.close()
 
 
-def test_cli_ingest_close_status(deployed, keystores, tmp_path):
+def test_cli_ingest_close_submit_status(deployed, keystores, tmp_path):
     from tests.oracle_service.conftest import run_node
     cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0",
                        inbox=tmp_path / "empty-inbox")
@@ -417,5 +418,10 @@ def test_cli_ingest_close_status(deployed, keystores, tmp_path):
     status = json.loads(out.stdout)[0]
     assert status["quarantined"] == 1 and status["reports"][0]["state"] == SIGNED  # closed and signed, not sent
     assert settlements(deployed) == []
+    out = run_node(cfg, "submit", "--agreement", deployed.agreement.address)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["reports"][0]["state"] == "confirmed" and len(settlements(deployed)) == 1
+    out = run_node(cfg, "submit", "--agreement", "nope")
+    assert out.returncode == 2 and "does not serve agreement" in out.stderr
     out = run_node(cfg, "ingest", "--agreement", "nope", files[0])
     assert out.returncode == 2 and "does not serve agreement" in out.stderr

@@ -1,0 +1,190 @@
+"""Benchmark of the oracle node: (1) 1,000 agreements, each with one month of small telemetry,
+closed and settled on Anvil by ONE oracle process (`Service.tick`: ingest the inbox, close, bundle,
+KPI engine, sign 2-of-3, send, confirm), and (2) the ingest rate of one 10-million-event file into
+SQLite. Creating the agreements and generating the files is setup (not timed).
+
+Every agreement serves the same small evidence (the example estate's 7 devices, thinned to a
+heartbeat every 6 hours plus every state change: ~1k events), so bundles are identical in content
+but each agreement has its own rows, report, signatures and transaction. Targets: >= 50
+agreements settled/s end to end, >= 300,000 events/s ingested.
+
+    .venv/bin/python bench/oracle.py                    # 1,000 agreements, 10M events
+    .venv/bin/python bench/oracle.py --quick            # 100 agreements, 1M events
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+EXAMPLE = ROOT / "examples" / "acme-ev"
+TARGET_AGREEMENTS_PER_S = 50.0
+TARGET_EVENTS_PER_S = 300_000.0
+HEARTBEAT_H = 6
+
+
+def small_evidence(out: Path) -> int:
+    """The example's evidence with events thinned to a 6-hourly heartbeat plus every state change."""
+    out.mkdir(parents=True)
+    for name in ("devices.csv", "exclusions.csv"):
+        shutil.copy(EXAMPLE / "evidence" / name, out / name)
+    last: dict[str, str] = {}
+    kept = 0
+    with open(EXAMPLE / "evidence" / "events.csv", newline="") as src, \
+            open(out / "events.csv", "w", newline="") as dst:
+        reader, writer = csv.reader(src), csv.writer(dst, lineterminator="\n")
+        writer.writerow(next(reader))
+        for ts, device, state in reader:
+            heartbeat = ts[14:16] == "00" and int(ts[11:13]) % HEARTBEAT_H == 0
+            if heartbeat or last.get(device) != state:
+                writer.writerow((ts, device, state))
+                kept += 1
+            last[device] = state
+    return kept
+
+
+def create_agreements(w3, n: int, oracles: list[str]) -> list[str]:
+    """n agreements on the example terms, each escrowed in a test token (setup: not timed)."""
+    from web3.logs import DISCARD
+
+    from oracle.chain import contract, deploy, deploy_factory
+    from oracle.schedule import config_from_terms
+    from oracle.terms import load_terms
+
+    vendor, customer = w3.eth.accounts[0], w3.eth.accounts[1]
+    token = deploy(w3, "TestToken", vendor, "Test USD Coin", "USDC", 6)
+    factory = deploy_factory(w3, vendor)
+    config = config_from_terms(load_terms(EXAMPLE / "terms.yaml"), customer=customer, asset=token.address,
+                               oracles=oracles, threshold=2)
+    escrow = config.max_credit_per_period() * config.period_count
+    w3.eth.wait_for_transaction_receipt(token.functions.mint(vendor, escrow * n).transact({"from": vendor}))
+    hashes = [factory.functions.createAgreement(config.encoded()).transact({"from": vendor}) for _ in range(n)]
+    created = factory.events.AgreementCreated()
+    addresses = [created.process_receipt(w3.eth.wait_for_transaction_receipt(h), errors=DISCARD)[0]["args"]["agreement"]
+                 for h in hashes]
+    hashes = []
+    for address in addresses:  # the deposit's gas estimate must see the approval
+        w3.eth.wait_for_transaction_receipt(token.functions.approve(address, escrow).transact({"from": vendor}))
+        hashes.append(contract(w3, "Agreement", address).functions.deposit(escrow).transact({"from": vendor}))
+    for h in hashes:
+        assert w3.eth.wait_for_transaction_receipt(h)["status"] == 1
+    return addresses
+
+
+def bench_settlement(n: int, work: Path) -> dict[str, float]:
+    from eth_account import Account
+    from eth_utils import keccak
+
+    from oracle import devchain
+    from oracle.keystore import KeyRing
+    from oracle.outbox import CONFIRMED
+    from oracle.service import Service
+    from oracle.settings import load_settings
+
+    keys = [keccak(text=f"slacomp bench oracle {i}") for i in range(3)]
+    submitter = Account.from_key(keccak(text="slacomp bench submitter"))
+    inbox = work / "inbox"
+    events = small_evidence(inbox)
+    with devchain.start("anvil") as chain:
+        w3 = chain.w3()
+        t0 = time.perf_counter()
+        addresses = create_agreements(w3, n, [Account.from_key(k).address for k in keys])
+        setup_s = time.perf_counter() - t0
+        w3.provider.make_request("anvil_setBalance", [submitter.address, hex(10**24)])
+        lines = [f'rpc_url = "{chain.url}"', f'db_url = "sqlite:///{work / "oracle.db"}"',
+                 f'data_dir = "{work / "data"}"', 'grace = "1h"', "confirmations = 1", 'listen = ""']
+        for address in addresses:
+            lines += ["", "[[agreements]]", f'address = "{address}"', f'terms = "{EXAMPLE / "terms.yaml"}"',
+                      f'inbox = "{inbox}"']
+        (work / "oracle.toml").write_text("\n".join(lines) + "\n")
+        # keys in memory: the keystore KDF is a one-off at start-up, not part of the work per report
+        service = Service(load_settings(work / "oracle.toml", env={}), keyring=KeyRing(
+            [Account.from_key(k) for k in keys[:2]]), submitter=submitter)
+        try:
+            t0 = time.perf_counter()
+            ticks = 0
+            while ticks < 5:
+                service.tick()
+                ticks += 1
+                states = [r["state"] for a in service.status() for r in a["reports"]]
+                if states.count(CONFIRMED) == n:
+                    break
+            seconds = time.perf_counter() - t0
+            settled = states.count(CONFIRMED)
+            others = {st: states.count(st) for st in sorted(set(states)) if st != CONFIRMED}
+            errors = sorted({str(r["error"])[:120] for a in service.status() for r in a["reports"] if r["error"]})
+            failed = {s.labels["kind"]: int(s.value) for m in service.metrics.failures.collect()
+                      for s in m.samples if s.name.endswith("_total") and s.value}
+            logs = sum(len(w3.eth.contract(address=a, abi=service.served[a.lower()].contract.abi)
+                           .events.ReportAccepted().get_logs(from_block=0)) for a in addresses[:10])
+        finally:
+            service.close()
+    assert logs == min(10, n), f"expected one settlement per agreement, saw {logs} for the first 10"
+    return {"agreements": n, "settled": settled, "seconds": seconds, "ticks": ticks, "events_each": events,
+            "setup_s": setup_s, "others": others, "errors": errors[:5], "failed": failed}
+
+
+def bench_ingest(n_events: int, work: Path) -> dict[str, float]:
+    from bench.simulate import sites_for
+    from oracle import db
+    from oracle.ingest import ingest_file
+    from oracle.simulate import SimParams, simulate
+    from oracle.terms import load_terms
+
+    sim = work / "sim"
+    simulate(SimParams(sites=sites_for(n_events), devices_per_site=4, months=1, seed=1, bad_sites=2), sim)
+    terms = load_terms(sim / "terms.yaml")
+    engine = db.connect(f"sqlite:///{work / 'ingest.db'}")
+    try:
+        ingest_file(engine, terms, "bench", sim / "evidence" / "devices.csv")
+        t0 = time.perf_counter()
+        result = ingest_file(engine, terms, "bench", sim / "evidence" / "events.csv")
+        seconds = time.perf_counter() - t0
+    finally:
+        engine.dispose()
+    assert result.quarantined == 0, result.to_dict()["problems"][:3]
+    return {"events": result.accepted, "seconds": seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--agreements", type=int)
+    ap.add_argument("--events", type=int)
+    ap.add_argument("--skip", choices=("settle", "ingest"))
+    args = ap.parse_args()
+    n = args.agreements or (100 if args.quick else 1_000)
+    n_events = args.events or (1_000_000 if args.quick else 10_000_000)
+    work = Path(tempfile.mkdtemp(prefix="slacomp-oracle-bench-"))
+    try:
+        if args.skip != "settle":
+            s = bench_settlement(n, work / "settle")
+            rate = s["settled"] / s["seconds"]
+            print(f"settlement: {s['events_each']:,} events per agreement (identical evidence), "
+                  f"setup {s['setup_s']:.1f} s (not timed), {s['ticks']} tick(s)")
+            print(f"{'agreements':>11} {'settled':>8} {'seconds':>8} {'agreements/s':>13}")
+            print(f"{n:>11,} {int(s['settled']):>8,} {s['seconds']:>8.2f} {rate:>13.1f}   "
+                  f"target >= {TARGET_AGREEMENTS_PER_S:.0f}: {'OK' if rate >= TARGET_AGREEMENTS_PER_S else 'SLOW'}")
+            if s["others"] or s["failed"]:
+                print(f"not settled: {s['others']}; failures: {s['failed']}; errors: {s['errors']}")
+        if args.skip != "ingest":
+            (work / "ingest").mkdir(parents=True, exist_ok=True)
+            i = bench_ingest(n_events, work / "ingest")
+            rate = i["events"] / i["seconds"]
+            print(f"{'ingest events':>14} {'seconds':>8} {'events/s':>10}")
+            print(f"{int(i['events']):>14,} {i['seconds']:>8.2f} {rate:>10,.0f}   "
+                  f"target >= {TARGET_EVENTS_PER_S:,.0f}: {'OK' if rate >= TARGET_EVENTS_PER_S else 'SLOW'}")
+    finally:
+        if not os.environ.get("SLACOMP_BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
