@@ -18,7 +18,7 @@ from oracle.chain import contract, load_artifact
 from oracle.report import Report
 from oracle.schedule import Config, unpack_attainments
 from oracle.signing import unpack_signatures
-from oracle.verify import DEBT_PERIOD, _logs, _recover
+from oracle.verify import DEBT_PERIOD, agreement_logs, recover_signers
 
 T = TypeVar("T")
 ZERO = "0x" + "00" * 20
@@ -181,7 +181,7 @@ class ChainView:
         if not code:
             raise UnknownAgreement(f"no contract at {address}")
         c = contract(self.w3, "Agreement", address)
-        raw = self._rpc("eth_getLogs", lambda: _logs(self.w3, c))
+        raw = self._rpc("eth_getLogs", lambda: agreement_logs(self.w3, c))
         events = tuple(Event(name, args, int(log["blockNumber"]), _hex(log["transactionHash"]), int(log["logIndex"]))
                        for name, args, log in raw)
         configured = [e for e in events if e.name == "AgreementConfigured"]
@@ -243,7 +243,7 @@ class ChainView:
                 attainments = []
             report = Report(int(a["period"]), bytes(a["termsHash"]), bytes(a["evidenceRoot"]),
                             tuple(map(tuple, attainments)))
-            recovered = dict(_recover(report, self.chain_id, state.address, raw_sigs))
+            recovered = dict(recover_signers(report, self.chain_id, state.address, raw_sigs))
             out.append({
                 "period": int(a["period"]),
                 "payload": {"period": int(a["period"]), "termsHash": _hex(a["termsHash"]),

@@ -176,7 +176,7 @@ def _check_code(w3: Web3, agreement: str, factory: str | None) -> tuple[list[Che
 
 # ------------------------------------------------------------------ history
 
-def _logs(w3: Web3, agreement: Contract) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+def agreement_logs(w3: Web3, agreement: Contract) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
     """Every event of the agreement as (name, args, log), in chain order."""
     by_topic = {}
     for item in agreement.abi:
@@ -194,7 +194,7 @@ def _logs(w3: Web3, agreement: Contract) -> list[tuple[str, dict[str, Any], dict
     return out
 
 
-def _recover(report: Report, chain_id: int, agreement: str, signatures: bytes) -> list[tuple[int, str]]:
+def recover_signers(report: Report, chain_id: int, agreement: str, signatures: bytes) -> list[tuple[int, str]]:
     from eth_account import Account
 
     digest = report.digest(chain_id, agreement)
@@ -219,7 +219,7 @@ def verify_agreement(w3: Web3, address: str, terms: Terms, *, factory: str | Non
     if not all(c.ok for c in checks):
         return Verification(address, chain_id, checks, [])
 
-    events = _logs(w3, agreement)
+    events = agreement_logs(w3, agreement)
     configured = [args for name, args, _ in events if name == "AgreementConfigured"]
     if len(configured) != 1:
         checks.append(Check("history: configured once", False, f"{len(configured)} AgreementConfigured events"))
@@ -310,7 +310,7 @@ def _check_period(args: dict[str, Any], log: dict[str, Any], config: Config, lab
     report = Report(period, bytes(args["termsHash"]), bytes(args["evidenceRoot"]), tuple(map(tuple, attainments)))
     signers: list[str] = []
     if report.packed_attainments == raw:
-        recovered = _recover(report, chain_id, agreement, bytes(args["signatures"]))
+        recovered = recover_signers(report, chain_id, agreement, bytes(args["signatures"]))
         seen: set[str] = set()
         for index, signer in recovered:
             if index >= len(config.oracles) or signer != config.oracles[index]:
