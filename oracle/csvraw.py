@@ -459,7 +459,7 @@ def read_fast(path: Path, enums: Mapping[str, Sequence[str]], instants: Sequence
         for c in instants:
             t = df[c]
             if not t.null_count():
-                out[c] = t.to_numpy().astype(np.int64)
+                out[c] = t.to_numpy().astype(np.int64, copy=False)
                 continue
             # Other forms (offsets, ...): a second pass over the text of just those rows.
             idx = np.flatnonzero(t.is_null().to_numpy())

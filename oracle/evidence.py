@@ -237,12 +237,28 @@ def _sort_events(dev: I64, ts: I64, state: I64, device_ids: tuple[str, ...], raw
     tbits = max(int(ts.max() - tmin).bit_length(), 1)
     dbits = max(len(device_ids).bit_length(), 1)
     if dbits + tbits + 3 <= 62:
-        key = np.sort((dev << (tbits + 3)) | ((ts - tmin) << 3) | state)
-        s_dev, s_ts, s_state = key >> (tbits + 3), ((key >> 3) & ((1 << tbits) - 1)) + tmin, key & 7
+        # one packed int64 key (device | ts - tmin | state), built and sorted in place: the
+        # arrays are 10M long, and every temporary costs fresh pages
+        key = dev.astype(np.int64, copy=True)
+        key <<= tbits + 3
+        tmp = ts - tmin
+        tmp <<= 3
+        key |= tmp
+        key |= state
+        key.sort()
+        s_state = (key & 7).astype(np.int8)
+        s_ts = np.right_shift(key, 3, out=tmp)
+        s_ts &= (1 << tbits) - 1
+        s_ts += tmin
+        s_dev = np.right_shift(key, tbits + 3, out=key)
+        del tmp, key
     else:  # pragma: no cover - spans of centuries
         order = np.lexsort((state, ts, dev))
-        s_dev, s_ts, s_state = dev[order], ts[order], state[order]
-    same_instant = (s_dev[1:] == s_dev[:-1]) & (s_ts[1:] == s_ts[:-1])
+        s_dev, s_ts, s_state = dev[order], ts[order], state[order].astype(np.int8)
+    same_instant = s_dev[1:] == s_dev[:-1]
+    same_instant &= s_ts[1:] == s_ts[:-1]
+    if not same_instant.any():
+        return s_dev, s_ts, s_state
     conflict = np.flatnonzero(same_instant & (s_state[1:] != s_state[:-1]))
     if len(conflict):
         if raw is None or errors is None:
@@ -257,7 +273,7 @@ def _sort_events(dev: I64, ts: I64, state: I64, device_ids: tuple[str, ...], raw
                        f"on lines {', '.join(map(str, lines))}")
         return None
     keep = np.concatenate([[True], ~same_instant])  # identical repeated rows count once
-    return s_dev[keep], s_ts[keep], s_state[keep].astype(np.int8)
+    return s_dev[keep], s_ts[keep], s_state[keep]
 
 
 def _load_exclusions(path: Path, terms: Terms, device_ids: set[str], errors: _Errors) -> tuple[Exclusion, ...]:

@@ -148,14 +148,26 @@ class Timeline:
         tl = Timeline(w0, span, a(gs), a(ln), a(cm), a(ky), a(totals),
                       np.zeros((nk, hours + 1), dtype=np.int64), np.zeros((nk, hours), dtype=np.int8))
         if nk and len(gs):
+            # Seconds of each grid cell [h*G, (h+1)*G) the key's intervals cover: the partial
+            # cells at each interval's ends directly, the whole cells between via a difference
+            # array. O(intervals + cells), no search per grid point.
+            k_ = tl.key
+            rs = tl.gstart - k_ * span
+            re = rs + tl.length
+            hs, he = rs // _GRID, (re - 1) // _GRID
+            flat = k_ * hours
+            one = hs == he
+            cov = np.bincount(flat + hs, weights=np.where(one, re - rs, (hs + 1) * _GRID - rs),
+                              minlength=nk * hours)
+            cov += np.bincount((flat + he)[~one], weights=(re - he * _GRID)[~one], minlength=nk * hours)
+            many = he > hs + 1
+            full = np.bincount((flat + hs + 1)[many], minlength=nk * hours + 1)[:nk * hours].astype(np.int64)
+            full -= np.bincount((flat + he)[many], minlength=nk * hours)
+            cov = cov.astype(np.int64).reshape(nk, hours) + np.cumsum(full.reshape(nk, hours), axis=1) * _GRID
+            np.cumsum(cov, axis=1, out=tl.base[:, 1:])
             grid = np.minimum(w0 + np.arange(hours + 1, dtype=np.int64) * _GRID, w1)
-            keys = np.repeat(np.arange(nk, dtype=np.int64), hours + 1)
-            base = tl._search(keys, np.tile(grid, nk)).reshape(nk, hours + 1)
             width = np.diff(grid)
-            d = np.diff(base, axis=1)
-            slope = np.where(d == 0, 0, np.where(d == width, 1, -1)).astype(np.int8)
-            tl.base[:] = base
-            tl.slope[:] = slope
+            tl.slope[:] = np.where(cov == 0, 0, np.where(cov == width, 1, -1))
         return tl
 
     @property
@@ -249,35 +261,59 @@ def _segments(ev: Evidence, stale: int, w0: int, w1: int) -> _Segments:
     sel = select_events(ev, w0, w1)
     d, t, s = ev.ev_device[sel], ev.ev_ts[sel], ev.ev_state[sel]
     n, nd = len(d), ev.n_devices
-    # Pieces, per device in id order: a leading unknown one, then per event its fresh state
-    # and the unknown gap after it. Events are sorted by (device, ts), so they are written
-    # straight into place: event i (of device d) at 2i + d + 1, the lead of d at
-    # d + 2 * (events of the devices before d). Contiguous per device, so clipping keeps them so.
+    lo = np.maximum(ev.deployed, w0)  # each device's pieces are clipped to [lo, hi)
+    hi = np.minimum(ev.retired, w1)
     count = np.bincount(d, minlength=nd)
-    before = np.zeros(nd, dtype=np.int64)
-    np.cumsum(count[:-1], out=before[1:])
-    nxt = np.full(n, 2**62, dtype=np.int64)
-    if n:
-        same_next = d[1:] == d[:-1]
-        nxt[:-1] = np.where(same_next, t[1:], nxt[:-1])
-    fresh_end = np.minimum(nxt, t + stale)
-    lead = np.arange(nd, dtype=np.int64) + 2 * before
-    pos = 2 * np.arange(n, dtype=np.int64) + d + 1
-    a = np.empty(nd + 2 * n, dtype=np.int64)
-    b = np.empty_like(a)
-    code = np.empty(len(a), dtype=np.int8)
-    a[lead] = w0
-    b[lead] = np.where(count > 0, t[np.minimum(before, max(n - 1, 0))] if n else w1, w1)
-    code[lead] = UNKNOWN
-    a[pos], b[pos], code[pos] = t, fresh_end, s
-    pos += 1
-    a[pos], b[pos], code[pos] = fresh_end, nxt, UNKNOWN
-    per_dev = 1 + 2 * count
-    np.maximum(a, np.repeat(np.maximum(ev.deployed, w0), per_dev), out=a)
-    np.minimum(b, np.repeat(np.minimum(ev.retired, w1), per_dev), out=b)
-    keep = a < b
-    dev = np.repeat(np.arange(nd, dtype=np.int64), per_dev)
-    return _Segments(dev[keep], a[keep], b[keep], code[keep])
+    first = np.zeros(nd + 1, dtype=np.int64)  # index of each device's first event (events sorted by device)
+    np.cumsum(count, out=first[1:])
+    has = count > 0
+    # Pieces, per device: a lead one (unknown from the window start to the first event), then
+    # per event E (its state until fresh_end = min(next event, ts + stale)) and G (unknown
+    # from fresh_end to the next event). Each is clipped to the device's deployment in the
+    # window, and the non-empty ones are written straight to their place in the output.
+    la = lo
+    lb = np.minimum(np.where(has, t[np.minimum(first[:-1], max(n - 1, 0))] if n else w1, w1), hi)
+    l_ok = la < lb
+    nxt = np.empty(n, dtype=np.int64)
+    nxt[:-1] = t[1:]
+    nxt[first[1:][has] - 1] = 2**62  # each device's last event
+    hi_e = hi[d]
+    lo_e = lo[d]
+    fe = t + stale
+    np.minimum(fe, nxt, out=fe)
+    ga = np.maximum(fe, lo_e)
+    ea = np.maximum(t, lo_e, out=lo_e)  # in place: 10M-long temporaries cost fresh pages
+    eb = np.minimum(fe, hi_e, out=fe)
+    gb = np.minimum(nxt, hi_e, out=nxt)
+    del hi_e
+    e_ok, g_ok = ea < eb, ga < gb
+    # output position of E_i: leads of devices <= d, plus event pieces before i
+    pos_e = e_ok.astype(np.int64)
+    pos_e += g_ok
+    per_event = pos_e
+    cum = np.cumsum(per_event)
+    tot_e = int(cum[-1]) if n else 0
+    cum -= per_event
+    pos_e = cum
+    del per_event
+    l_cum = np.cumsum(l_ok)
+    total = (int(l_cum[-1]) if nd else 0) + tot_e
+    pos_l = l_cum - 1
+    pos_l += np.concatenate([pos_e, [tot_e]])[first[:-1]]  # event pieces of the devices before
+    pos_e += l_cum[d]
+    pos_g = pos_e + e_ok
+    trash = total  # one spare slot takes every empty piece
+    np.copyto(pos_l, trash, where=~l_ok)
+    np.copyto(pos_g, trash, where=~g_ok)
+    np.copyto(pos_e, trash, where=~e_ok)
+    out_a = np.empty(total + 1, dtype=np.int64)
+    out_b = np.empty(total + 1, dtype=np.int64)
+    out_c = np.empty(total + 1, dtype=np.int8)
+    out_d = np.empty(total + 1, dtype=np.int64)
+    out_a[pos_l], out_b[pos_l], out_c[pos_l], out_d[pos_l] = la, lb, UNKNOWN, np.arange(nd, dtype=np.int64)
+    out_a[pos_e], out_b[pos_e], out_c[pos_e], out_d[pos_e] = ea, eb, s, d
+    out_a[pos_g], out_b[pos_g], out_c[pos_g], out_d[pos_g] = ga, gb, UNKNOWN, d
+    return _Segments(out_d[:total], out_a[:total], out_b[:total], out_c[:total])
 
 
 def _class_tables(terms: Terms) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
@@ -379,6 +415,24 @@ class _Ctx:
             self._sweeps[kind] = (s[:-1][same], cnt[:-1][same], (g[1:] - g[:-1])[same])
         return self._sweeps[kind]
 
+    def precompute(self, objectives: tuple[Objective, ...] | list[Objective], pool: ThreadPoolExecutor | None) -> None:
+        """Compute the sweeps and device sums these objectives need, the site sweeps on the
+        pool's threads (numpy's sorts and gathers release the GIL, so they use the second
+        core) and the device sums here. Results are cached; each is computed exactly as on
+        demand, so the numbers do not depend on the order."""
+        kinds = []
+        for o in objectives:
+            if o.kpi == "site_availability" and o.min_available > 0:
+                kinds.append("available")
+            elif o.kpi == "site_max_down":
+                kinds.append("down")
+        kinds = [k for k in dict.fromkeys(kinds) if k not in self._sweeps]
+        jobs = [pool.submit(self.sweep, k) for k in kinds] if pool is not None else []
+        if any(o.kpi == "device_uptime" for o in objectives):
+            self.device_uptime()
+        for j in jobs:
+            j.result()
+
     def site_kpi(self, o: Objective) -> tuple[I64, I64]:
         """Good and counted seconds per site for site_availability / site_max_down."""
         counted, forced = self.site_totals()
@@ -466,6 +520,8 @@ def measure_window(terms: Terms, evidence: Evidence, w0: int, w1: int) -> dict[t
     """(objective id, subject) -> (good, counted) over any window [w0, w1): every site,
     every device and the estate ("*"), whatever the objective's scope."""
     ctx = _context(terms, evidence, w0, w1, w1)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ctx.precompute(terms.objectives, pool)
     out: dict[tuple[str, str], tuple[int, int]] = {}
     for o in terms.objectives:
         g_site, c_site, g_dev, c_dev = _time_rows(ctx, o)
@@ -487,19 +543,20 @@ def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | No
     if as_of is not None and not start < as_of <= end:
         raise PeriodError("as_of", f"{iso_utc(as_of)} is not inside period {label} ({iso_utc(start)} to {iso_utc(end)}]")
     w1 = end if as_of is None else as_of
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=2) as pool:
         # Hashing the evidence (keccak releases the GIL) overlaps the KPI arithmetic.
         leaves = pool.submit(evidence_leaves, terms, evidence, start, w1)
-        out, total = _objective_results(terms, evidence, start, w1, end, as_of)
+        out, total = _objective_results(terms, evidence, start, w1, end, as_of, pool)
         root = leaves.result().root
     return PeriodResult(terms.agreement, label, start, end, terms_hash(terms), "0x" + root.hex(),
                         tuple(out), total, as_of)
 
 
 def _objective_results(terms: Terms, evidence: Evidence, start: int, w1: int, end: int,
-                       as_of: int | None) -> tuple[list[ObjectiveResult], int]:
+                       as_of: int | None, pool: ThreadPoolExecutor | None = None) -> tuple[list[ObjectiveResult], int]:
     """Per-objective results over [start, w1) and the capped total credit."""
     ctx = _context(terms, evidence, start, w1, end)
+    ctx.precompute(terms.objectives, pool)
     # per_device subjects: devices deployed at some point of the period, sorted by id
     live = np.flatnonzero((evidence.deployed < end) & (evidence.retired > start))
     out: list[ObjectiveResult] = []
