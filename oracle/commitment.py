@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oracle.evidence import NO_END, STATES, Evidence, Exclusion, Ticket, select_events
+from oracle.evidence import NO_END, STATES, Evidence, Exclusion, Ticket, window_events
 from oracle.merkle import leaf_hash, merkle_proof, merkle_root
 from oracle.terms import Terms
 
@@ -61,11 +61,10 @@ class Leaves:
 def evidence_leaves(terms: Terms, ev: Evidence, w0: int, w1: int) -> Leaves:
     names: list[str] = []
     hashes: list[bytes] = []
-    sel = select_events(ev, w0, w1)
-    dev = ev.ev_device[sel]
+    dev, ts, state = window_events(ev, w0, w1)
     packed = np.empty(len(dev), dtype=_EVENT)
-    packed["ts"] = ev.ev_ts[sel]
-    packed["state"] = ev.ev_state[sel]
+    packed["ts"] = ts
+    packed["state"] = state
     blob = packed.tobytes()
     size = _EVENT.itemsize
     bounds = np.searchsorted(dev, np.arange(ev.n_devices + 1)).tolist()

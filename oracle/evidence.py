@@ -360,3 +360,31 @@ def select_events(ev: Evidence, w0: int, w1: int) -> NDArray[np.bool_]:
     next_same = np.concatenate([d[1:] == d[:-1], [False]])
     t_next = np.concatenate([t[1:], [0]])
     return (t < w1) & ((t >= w0) | ~next_same | (t_next >= w0))
+
+
+def window_events(ev: Evidence, w0: int, w1: int) -> tuple[I64, I64, NDArray[np.int8]]:
+    """The events `select_events` picks, as (device, ts, state) arrays in the same order. Each
+    device's events are a sorted run, so its window is found by two binary searches and copied
+    as a slice: no full-length mask or temporaries (the arrays are often tens of millions long)."""
+    d, t, s = ev.ev_device, ev.ev_ts, ev.ev_state
+    if len(t) == 0:
+        return d[:0], t[:0], s[:0]
+    first = np.searchsorted(d, np.arange(ev.n_devices + 1)).tolist()
+    runs: list[tuple[int, int]] = []
+    for b, e in zip(first[:-1], first[1:]):
+        if b == e:
+            continue
+        run = t[b:e]
+        lo = b + int(np.searchsorted(run, w0))
+        hi = b + int(np.searchsorted(run, w1))
+        lo = max(lo - 1, b)  # the last event before w0 sets the opening state
+        if lo < hi:
+            if runs and runs[-1][1] == lo:
+                runs[-1] = (runs[-1][0], hi)
+            else:
+                runs.append((lo, hi))
+    if len(runs) == 1:
+        a, b = runs[0]
+        return d[a:b], t[a:b], s[a:b]
+    return tuple(np.concatenate([x[a:b] for a, b in runs]) if runs else x[:0]  # type: ignore[return-value]
+                 for x in (d, t, s))

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from oracle.commitment import evidence_leaves
 from oracle.credit import BPS, capped_total, subject_credit
 from oracle.evidence import (AVAILABLE, FAULTED, IN_USE, OFFLINE, UNAVAILABLE, UNKNOWN, Evidence, Ticket,
-                             select_events)
+                             window_events)
 from oracle.periods import Interval, business_intervals, intersect, iso_utc, measure, merge, subtract
 from oracle.terms import Objective, Terms, period_bounds, period_index, terms_hash
 
@@ -216,12 +216,15 @@ def _clock(terms: Terms, ev: Evidence, start: int, end: int) -> _Clock:
         return merge((max(s, start), min(e, end)) for s, e in xs if s < end and e > start)
 
     everywhere = [(x.start, x.end) for x in ev.exclusions if x.kind == "*"]
+    by_scope: dict[str, list[Interval]] = {}
+    for x in ev.exclusions:
+        by_scope.setdefault(x.scope, []).append((x.start, x.end))
     remove = terms.exclusion_mode == "remove"
     counted: list[list[Interval]] = []
     forced: list[list[Interval]] = []
     for site in terms.sites:
         hours = list(business_intervals(site.timezone, site.business_hours, start, end))
-        excl = clip(everywhere + [(x.start, x.end) for x in ev.exclusions if x.scope == f"site:{site.id}"])
+        excl = clip(everywhere + by_scope.get(f"site:{site.id}", []))
         counted.append(subtract(hours, excl) if remove else hours)
         forced.append([] if remove else intersect(hours, excl))
     device_key = ev.device_site.copy()
@@ -258,8 +261,7 @@ class _Segments:
 
 
 def _segments(ev: Evidence, stale: int, w0: int, w1: int) -> _Segments:
-    sel = select_events(ev, w0, w1)
-    d, t, s = ev.ev_device[sel], ev.ev_ts[sel], ev.ev_state[sel]
+    d, t, s = window_events(ev, w0, w1)
     n, nd = len(d), ev.n_devices
     lo = np.maximum(ev.deployed, w0)  # each device's pieces are clipped to [lo, hi)
     hi = np.minimum(ev.retired, w1)
