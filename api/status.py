@@ -90,9 +90,9 @@ def day_marks(terms: Terms, start: int, as_of: int) -> list[int]:
 def burn_series(terms: Terms, evidence: Any, label: str, as_of: int) -> dict[str, Any]:
     """Cumulative bad time per objective and subject at each day mark, and as a percentage of the
     whole period's error budget (100 = budget spent)."""
-    final = compute_period(terms, evidence, label, as_of=as_of)
+    final = compute_period(terms, evidence, label, as_of=as_of, commit=False)
     marks = day_marks(terms, final.start, as_of)
-    points = [compute_period(terms, evidence, label, as_of=t) for t in marks[:-1]] + [final]
+    points = [compute_period(terms, evidence, label, as_of=t, commit=False) for t in marks[:-1]] + [final]
     objectives = []
     for i, o in enumerate(final.objectives):
         series = []

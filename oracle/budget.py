@@ -109,4 +109,4 @@ def budget_from_period(result: PeriodResult) -> BudgetReport:
 
 def budget_status(terms: Terms, evidence: Evidence, label: str, as_of: int) -> BudgetReport:
     """Month-to-date error budgets of period `label` at instant `as_of` (start < as_of ≤ end)."""
-    return budget_from_period(compute_period(terms, evidence, label, as_of=as_of))
+    return budget_from_period(compute_period(terms, evidence, label, as_of=as_of, commit=False))

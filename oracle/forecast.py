@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 from oracle.budget import TICKET_KPIS, BudgetReport, SubjectBudget, budget_from_period
 from oracle.credit import BPS
 from oracle.evidence import AVAILABLE, IN_USE, Evidence
-from oracle.kpi import ESTATE, _class_tables, _clock, _segments, compute_period, measure_window
+from oracle.kpi import ESTATE, class_tables, compute_period, counted_clock, device_segments, measure_window
 from oracle.periods import iso_utc, offset_pieces, zone
 from oracle.terms import Objective, Terms, period_bounds
 
@@ -159,8 +159,8 @@ def fit_model(terms: Terms, ev: Evidence, as_of: int, params: ForecastParams, lo
     nd = ev.n_devices
     first = int(ev.ev_ts.min()) if len(ev.ev_ts) else as_of - DAY
     h0 = min(max(as_of - int(params.history_days * DAY), first), as_of - 1)
-    seg = _segments(ev, terms.stale_after, h0, as_of)
-    _, down_tbl, _ = _class_tables(terms)
+    seg = device_segments(ev, terms.stale_after, h0, as_of)
+    _, down_tbl, _ = class_tables(terms)
     down = down_tbl[seg.code]
     dd, da, db = seg.dev[down], seg.a[down], seg.b[down]
     new = np.ones(len(dd), bool)
@@ -289,7 +289,7 @@ def _bits(span: int) -> int:
 
 def _frame(terms: Terms, ev: Evidence, model: FittedModel, start: int, as_of: int, end: int, sims: int,
            local: LocalTime, site_zone: I64) -> _Frame:
-    clock = _clock(terms, ev, start, end)
+    clock = counted_clock(terms, ev, start, end)
     h = max(1, -(-(end - as_of) // HOUR))
     grid = np.minimum(as_of + HOUR * np.arange(h + 1, dtype=np.int64), end)
     ns = len(terms.sites)
@@ -631,7 +631,7 @@ def forecast_period(terms: Terms, evidence: Evidence, label: str, as_of: int,
     start, end = period_bounds(terms, label)
     ev = evidence_before(evidence, as_of)
     if budgets is None:
-        budgets = budget_from_period(compute_period(terms, ev, label, as_of=as_of))
+        budgets = budget_from_period(compute_period(terms, ev, label, as_of=as_of, commit=False))
     zones, site_zone = _site_zones(terms)
     local = LocalTime(zones, min(start, as_of - int(params.history_days * DAY)), end, params.holidays)
     if model is None:
@@ -752,7 +752,7 @@ def burn_chart(terms: Terms, evidence: Evidence, label: str, as_of: int, objecti
     terms1 = replace(terms, objectives=(o,))
     start, end = period_bounds(terms, label)
     ev = evidence_before(evidence, as_of)
-    budget = budget_from_period(compute_period(terms1, ev, label, as_of=as_of)).get(objective, subject)
+    budget = budget_from_period(compute_period(terms1, ev, label, as_of=as_of, commit=False)).get(objective, subject)
     observed = []
     for t in [*range(start + DAY, as_of, DAY), as_of]:
         good, counted = measure_window(terms1, ev, start, t).get((objective, subject), (0, 0))

@@ -202,7 +202,7 @@ class Timeline:
 
 
 @dataclass(frozen=True)
-class _Clock:
+class Clock:
     """Counted (`C`) and forced-good (`F`) time per timeline key. Keys 0..S-1 are sites; keys
     from S on belong to devices with their own `device:` exclusions."""
 
@@ -211,7 +211,10 @@ class _Clock:
     device_key: I64  # per device
 
 
-def _clock(terms: Terms, ev: Evidence, start: int, end: int) -> _Clock:
+def counted_clock(terms: Terms, ev: Evidence, start: int, end: int) -> Clock:
+    """Counted and forced-good time of every site (and of every device with its own
+    exclusions) over [start, end): business hours, minus (`remove`) or flagged good
+    (`count_as_up`) by exclusions. Public: the forecast reads the same clock."""
     def clip(xs: list[Interval]) -> list[Interval]:
         return merge((max(s, start), min(e, end)) for s, e in xs if s < end and e > start)
 
@@ -243,14 +246,14 @@ def _clock(terms: Terms, ev: Evidence, start: int, end: int) -> _Clock:
         else:
             counted.append(counted[s])
             forced.append(merge(forced[s] + intersect(counted[s], excl)))
-    return _Clock(Timeline.build(counted, start, end), Timeline.build(forced, start, end), device_key)
+    return Clock(Timeline.build(counted, start, end), Timeline.build(forced, start, end), device_key)
 
 
 # --------------------------------------------------------------------------- device segments
 
 
 @dataclass(frozen=True)
-class _Segments:
+class Segments:
     """Per device, contiguous segments [a, b) of constant state code covering the device's
     deployed time inside the window; sorted by (device, a)."""
 
@@ -260,7 +263,9 @@ class _Segments:
     code: NDArray[np.int8]
 
 
-def _segments(ev: Evidence, stale: int, w0: int, w1: int) -> _Segments:
+def device_segments(ev: Evidence, stale: int, w0: int, w1: int) -> Segments:
+    """Every device's timeline over [w0, w1) as segments of constant state code (UNKNOWN where
+    no fresh event), clipped to its deployment. Public: the forecast fits on the same segments."""
     d, t, s = window_events(ev, w0, w1)
     n, nd = len(d), ev.n_devices
     lo = np.maximum(ev.deployed, w0)  # each device's pieces are clipped to [lo, hi)
@@ -315,11 +320,11 @@ def _segments(ev: Evidence, stale: int, w0: int, w1: int) -> _Segments:
     out_a[pos_l], out_b[pos_l], out_c[pos_l], out_d[pos_l] = la, lb, UNKNOWN, np.arange(nd, dtype=np.int64)
     out_a[pos_e], out_b[pos_e], out_c[pos_e], out_d[pos_e] = ea, eb, s, d
     out_a[pos_g], out_b[pos_g], out_c[pos_g], out_d[pos_g] = ga, gb, UNKNOWN, d
-    return _Segments(out_d[:total], out_a[:total], out_b[:total], out_c[:total])
+    return Segments(out_d[:total], out_a[:total], out_b[:total], out_c[:total])
 
 
-def _class_tables(terms: Terms) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
-    """Lookup tables state code -> up / down / excluded."""
+def class_tables(terms: Terms) -> tuple[NDArray[np.bool_], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Lookup tables state code -> up / down / excluded, under the terms' telemetry settings."""
     up = np.zeros(6, dtype=bool)
     down = np.zeros(6, dtype=bool)
     excl = np.zeros(6, dtype=bool)
@@ -341,8 +346,8 @@ class _Ctx:
     w0: int
     w1: int
     end: int
-    clock: _Clock
-    seg: _Segments
+    clock: Clock
+    seg: Segments
     _seg_c: tuple[I64, I64] | None = None
     _sweeps: dict[str, tuple[I64, I64, I64]] = field(default_factory=dict)
     _uptime: tuple[I64, I64] | None = None
@@ -385,7 +390,7 @@ class _Ctx:
         """Weighted good and counted seconds per device."""
         if self._uptime is not None:
             return self._uptime
-        up, down, excl = _class_tables(self.terms)
+        up, down, excl = class_tables(self.terms)
         sg = self.seg
         c, f = self.seg_counted()
         counted = np.where(excl[sg.code], f, c)
@@ -401,7 +406,7 @@ class _Ctx:
         consecutive change points j, j+1 of one site: (site, count on [t_j, t_j+1),
         non-forced counted seconds in it)."""
         if kind not in self._sweeps:
-            up, down, excl = _class_tables(self.terms)
+            up, down, excl = class_tables(self.terms)
             sg = self.seg
             m = sg.code == AVAILABLE if kind == "available" else down[sg.code]
             site = self.ev.device_site[sg.dev[m]]
@@ -514,8 +519,8 @@ def _time_rows(ctx: _Ctx, o: Objective) -> tuple[I64, I64, I64, I64]:
 
 
 def _context(terms: Terms, evidence: Evidence, w0: int, w1: int, end: int) -> _Ctx:
-    return _Ctx(terms, evidence, w0, w1, end, _clock(terms, evidence, w0, end),
-                _segments(evidence, terms.stale_after, w0, w1))
+    return _Ctx(terms, evidence, w0, w1, end, counted_clock(terms, evidence, w0, end),
+                device_segments(evidence, terms.stale_after, w0, w1))
 
 
 def measure_window(terms: Terms, evidence: Evidence, w0: int, w1: int) -> dict[tuple[str, str], tuple[int, int]]:
@@ -535,8 +540,11 @@ def measure_window(terms: Terms, evidence: Evidence, w0: int, w1: int) -> dict[t
     return out
 
 
-def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | None = None) -> PeriodResult:
-    """KPIs, attainments and credits of period `label`; with `as_of`, month to date."""
+def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | None = None, *,
+                   commit: bool = True) -> PeriodResult:
+    """KPIs, attainments and credits of period `label`; with `as_of`, month to date. With
+    `commit=False` the evidence root is not computed (left empty): for budgets and forecasts,
+    which sign nothing, hashing every event would only cost time."""
     try:
         period_index(terms, label)
     except ValueError as exc:
@@ -547,11 +555,10 @@ def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | No
     w1 = end if as_of is None else as_of
     with ThreadPoolExecutor(max_workers=2) as pool:
         # Hashing the evidence (keccak releases the GIL) overlaps the KPI arithmetic.
-        leaves = pool.submit(evidence_leaves, terms, evidence, start, w1)
+        leaves = pool.submit(evidence_leaves, terms, evidence, start, w1) if commit else None
         out, total = _objective_results(terms, evidence, start, w1, end, as_of, pool)
-        root = leaves.result().root
-    return PeriodResult(terms.agreement, label, start, end, terms_hash(terms), "0x" + root.hex(),
-                        tuple(out), total, as_of)
+        root = "0x" + leaves.result().root.hex() if leaves is not None else ""
+    return PeriodResult(terms.agreement, label, start, end, terms_hash(terms), root, tuple(out), total, as_of)
 
 
 def _objective_results(terms: Terms, evidence: Evidence, start: int, w1: int, end: int,
