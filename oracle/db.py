@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (BigInteger, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint, create_engine, event)
+from sqlalchemy import (BigInteger, Column, ForeignKey, Index, Integer, MetaData, SmallInteger, String, Table,
+                        Text, UniqueConstraint, create_engine, event)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -45,16 +45,17 @@ devices = Table(
     UniqueConstraint("agreement", "device_id", name="uq_device"),
 )
 
+# One row per device and instant, keyed by the device's integer id (devices.id is unique per
+# agreement and device_id) and with the state as its index in oracle.evidence.STATES: a single
+# B-tree of small integer keys (no rowid on SQLite), so bulk ingest is an append in key order.
+# Per-agreement queries join devices (or seek device by device through the primary key).
 events = Table(
     "events", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("agreement", String(128), nullable=False),
-    Column("device_id", String(200), nullable=False),
-    Column("ts", BigInteger, nullable=False),
-    Column("state", String(16), nullable=False),
+    Column("device", Integer, ForeignKey("devices.id"), primary_key=True, autoincrement=False),
+    Column("ts", BigInteger, primary_key=True, autoincrement=False),
+    Column("state", SmallInteger, nullable=False),  # index into oracle.evidence.STATES
     *_provenance(),
-    UniqueConstraint("agreement", "device_id", "ts", name="uq_event"),
-    Index("ix_events_agreement_ts", "agreement", "ts"),
+    sqlite_with_rowid=False,
 )
 
 exclusions = Table(

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +204,21 @@ def _known_devices(conn: Connection, agreement: str) -> set[str]:
     return set(conn.execute(select(devices.c.device_id).where(devices.c.agreement == agreement)).scalars())
 
 
+def _device_ids(conn: Connection, agreement: str) -> dict[str, int]:
+    """device_id -> devices.id (the key of the agreement's devices in the events table)."""
+    q = select(devices.c.device_id, devices.c.id).where(devices.c.agreement == agreement)
+    return {did: int(i) for did, i in conn.execute(q)}
+
+
+_STATE_CODE = {s: i for i, s in enumerate(STATES)}
+
+
+def _events_of(agreement: str, *where: Any) -> Any:
+    """SELECT ts, device_id, state, source_id, line of the agreement's events (through devices)."""
+    return select(events.c.ts, devices.c.device_id, events.c.state, events.c.source_id, events.c.line).join(
+        devices, devices.c.id == events.c.device).where(devices.c.agreement == agreement, *where)
+
+
 class _Batch:
     """Stores validated rows of one kind, deciding duplicate / update / conflict against what the
     database (and this batch) already holds."""
@@ -216,13 +232,16 @@ class _Batch:
 
     def preload(self, recs: list[dict[str, Any]]) -> None:
         t = _TABLE[self.kind]
-        where = t.c.agreement == self.agreement
         if self.kind == "events":
             if not recs:
                 return
             lo, hi = min(r["ts"] for r in recs), max(r["ts"] for r in recs)
-            where = and_(where, t.c.ts >= lo, t.c.ts <= hi)
-        for row in self.conn.execute(select(t).where(where)).mappings():
+            for ts, did, state, source_id, line in self.conn.execute(
+                    _events_of(self.agreement, events.c.ts >= lo, events.c.ts <= hi)):
+                self.existing[(did, ts)] = {"ts": ts, "device_id": did, "state": STATES[state],
+                                            "source_id": source_id, "line": line}
+            return
+        for row in self.conn.execute(select(t).where(t.c.agreement == self.agreement)).mappings():
             self.existing[self._key(row)] = dict(row)
 
     def _key(self, rec: Any) -> Any:
@@ -245,7 +264,7 @@ class _Batch:
                 self.result.late += 1
                 raise _Reject("ts", f"falls in a period already closed (ended {iso_utc(self.frozen_before)}); "
                                     "its report and evidence bundle are frozen")
-            full = rec | {"agreement": self.agreement, "source_id": source_id, "line": line}
+            full = rec | {"source_id": source_id, "line": line}
             self.existing[key] = full
             self.new.append(full)
             self.result.accepted += 1
@@ -275,7 +294,13 @@ class _Batch:
                               f"({field_}: {old[field_]!r} != {rec[field_]!r})")
 
     def flush(self) -> None:
-        insert_ignore(self.conn, _TABLE[self.kind], self.new)
+        if self.kind == "events" and self.new:
+            ids = _device_ids(self.conn, self.agreement)
+            rows = [{"device": ids[r["device_id"]], "ts": r["ts"], "state": _STATE_CODE[r["state"]],
+                     "source_id": r["source_id"], "line": r["line"]} for r in self.new]
+        else:
+            rows = [r | {"agreement": self.agreement} for r in self.new]
+        insert_ignore(self.conn, _TABLE[self.kind], rows)
         self.new = []
 
 
@@ -320,40 +345,78 @@ def _store(conn: Connection, terms: Terms, agreement: str, kind: str, source_id:
 def _store_events_fast(conn: Connection, agreement: str, source_id: int, path: Path, result: IngestResult,
                        frozen_before: int | None) -> bool:
     """The columnar path for a large, clean events CSV: every row valid, no two rows for one
-    device and instant, nothing already held in its time range. Then the rows are stored with
-    one driver-level executemany and True is returned; otherwise nothing is written and the
-    row-by-row path (which names the line and field of every problem) takes the file."""
-    known = tuple(sorted(_known_devices(conn, agreement)))
+    device and instant, nothing already held in its time range. Then the rows are stored in
+    primary-key order with a few large driver-level statements and True is returned; otherwise
+    nothing is written and the row-by-row path (which names the line and field of every
+    problem) takes the file."""
+    ids = _device_ids(conn, agreement)
+    known = tuple(sorted(ids))
     cols = read_fast(path, {"device_id": known, "state": STATES}, ["ts"]) if known else None
     if cols is None or not len(cols["ts"]):
         return False
     dev, ts, state = cols["device_id"], cols["ts"], cols["state"]
-    if frozen_before is not None and bool((ts < frozen_before).any()):
+    t_lo, t_hi = int(ts.min()), int(ts.max())
+    if frozen_before is not None and t_lo < frozen_before:
         return False  # rows for a closed period are quarantined one by one
-    order = np.lexsort((ts, dev))
-    same = (dev[order][1:] == dev[order][:-1]) & (ts[order][1:] == ts[order][:-1])
-    if same.any():
+    # (device id, ts) order: the primary key's, so the insert appends to the B-tree
+    key_of = np.array([ids[k] for k in known], dtype=np.int64)
+    rank = np.empty(len(known), dtype=np.uint16 if len(known) <= 1 << 16 else np.int64)
+    rank[np.argsort(key_of, kind="stable")] = np.arange(len(known))
+    dkey = rank[dev]
+    if bool((ts[1:] >= ts[:-1]).all()):  # the usual time-ordered file: one stable (radix) sort
+        order = np.argsort(dkey, kind="stable")
+    else:
+        order = np.lexsort((ts, dkey))
+    dkey, ts = dkey[order], ts[order]
+    if bool(((dkey[1:] == dkey[:-1]) & (ts[1:] == ts[:-1])).any()):
         return False  # duplicates or conflicts: counted and explained row by row
-    held = conn.execute(select(func.count()).select_from(events).where(
-        events.c.agreement == agreement, events.c.ts >= int(ts.min()), events.c.ts <= int(ts.max()))).scalar()
-    if held:
+    held = conn.execute(select(events.c.ts).join(devices, devices.c.id == events.c.device).where(
+        devices.c.agreement == agreement, events.c.ts >= t_lo, events.c.ts <= t_hi).limit(1)).first()
+    if held is not None:
         return False
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = (f"INSERT INTO events (agreement, device_id, ts, state, source_id, line) "
-           f"VALUES ({', '.join([mark] * 6)})")
-    names = np.array(known, dtype=object)
-    states = np.array(STATES, dtype=object)
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    # device id, ts, state code, line: int64 columns, one row each
+    table = np.empty((len(order), 4), dtype=np.int64)
+    table[:, 0] = key_of[dev[order]]
+    table[:, 1] = ts
+    table[:, 2] = state[order]
+    np.add(order, 2, out=table[:, 3])  # header is line 1
+    del dkey, ts, dev, state, cols
+    raw = conn.connection.driver_connection  # type: ignore[union-attr]
+    cursor = raw.cursor()
     try:
-        for lo in range(0, len(order), _FAST_CHUNK):  # device, time order: index-friendly
-            idx = order[lo:lo + _FAST_CHUNK]
-            cursor.executemany(sql, zip([agreement] * len(idx), names[dev[idx]].tolist(), ts[idx].tolist(),
-                                        states[state[idx]].tolist(), [source_id] * len(idx),
-                                        (idx + 2).tolist()))
+        if isinstance(raw, sqlite3.Connection):
+            _insert_sqlite(raw, cursor, table, int(source_id))
+        else:
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            sql = (f"INSERT INTO events (device, ts, state, source_id, line) "
+                   f"VALUES ({mark}, {mark}, {mark}, {int(source_id)}, {mark})")
+            for lo in range(0, len(table), _FAST_CHUNK):
+                cursor.executemany(sql, table[lo:lo + _FAST_CHUNK].tolist())
     finally:
         cursor.close()
-    result.accepted += len(ts)
+    result.accepted += len(table)
     return True
+
+
+def _insert_sqlite(raw: sqlite3.Connection, cursor: sqlite3.Cursor, table: np.ndarray, source_id: int) -> None:
+    """Rows of (device, ts, state, line) as multi-row INSERTs of up to 1,000 rows: one bound
+    parameter list per statement (no per-row tuples), which is about twice executemany's rate."""
+    per = max(1, min(1000, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 4)) \
+        if hasattr(raw, "getlimit") else 200
+
+    def sql(rows: int) -> str:
+        return ("INSERT INTO events (device, ts, state, source_id, line) VALUES "
+                + ",".join([f"(?,?,?,{source_id},?)"] * rows))
+
+    full_sql = sql(per)
+    chunk = max(1, _FAST_CHUNK // per) * per
+    for lo in range(0, len(table), chunk):
+        part = table[lo:lo + chunk]
+        whole = len(part) // per * per
+        if whole:  # one parameter list of per*4 values for each statement
+            cursor.executemany(full_sql, part[:whole].reshape(-1, 4 * per).tolist())
+        if whole < len(part):
+            cursor.execute(sql(len(part) - whole), part[whole:].ravel().tolist())
 
 
 def _begin_source(conn: Connection, agreement: str, kind: str, name: str, digest: str) -> int | None:
@@ -391,13 +454,29 @@ def ingest_file(engine: Engine, terms: Terms, agreement: str, path: str | Path, 
     """Ingest one CSV/JSONL file for `agreement`. Idempotent: the same content is ingested once."""
     p = Path(path)
     try:
+        size = p.stat().st_size
+        kind = kind or kind_of(p)
+        if kind == "events" and p.suffix.lower() == ".csv" and size >= FAST_MIN_BYTES:
+            # hashed as a stream; its bytes are read only if the row-by-row path needs them
+            h = hashlib.sha256()
+            with p.open("rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+            return _ingest(engine, terms, agreement, kind, str(p), h.hexdigest(), _read_rows_later(p),
+                           frozen_before, p)
         data = p.read_bytes()
     except OSError as exc:
         raise IngestError(f"{p}: cannot read: {exc.strerror}") from None
-    kind = kind or kind_of(p)
     digest = hashlib.sha256(data).hexdigest()
-    fast = p if kind == "events" and p.suffix.lower() == ".csv" and len(data) >= FAST_MIN_BYTES else None
-    return _ingest(engine, terms, agreement, kind, str(p), digest, _read_rows(p, data), frozen_before, fast)
+    return _ingest(engine, terms, agreement, kind, str(p), digest, _read_rows(p, data), frozen_before)
+
+
+def _read_rows_later(p: Path) -> Iterator[tuple[int, dict[str, Any] | _Reject]]:
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"{p}: cannot read: {exc.strerror}") from None
+    yield from _read_rows(p, data)
 
 
 def ingest_rows(engine: Engine, terms: Terms, agreement: str, kind: str, rows: list[dict[str, Any]],
@@ -491,15 +570,19 @@ def export_evidence(conn: Connection, agreement: str, start: int, end: int) -> d
     devs = conn.execute(select(devices).where(devices.c.agreement == a).order_by(devices.c.device_id)).mappings()
     files = {DEVICES: _csv(COLUMNS["devices"], (
         (d["device_id"], d["site_id"], d["weight"], _iso(d["deployed_at"]), _iso(d["retired_at"])) for d in devs))}
-    last = (select(events.c.device_id, func.max(events.c.ts).label("ts"))
-            .where(events.c.agreement == a, events.c.ts < start).group_by(events.c.device_id).subquery())
-    opening = select(events.c.ts, events.c.device_id, events.c.state).join(
-        last, and_(events.c.device_id == last.c.device_id, events.c.ts == last.c.ts)).where(events.c.agreement == a)
-    inside = select(events.c.ts, events.c.device_id, events.c.state).where(
-        events.c.agreement == a, events.c.ts >= start, events.c.ts < end)
+    # each device's last event before the window: a per-device seek on the primary key
+    before = (select(func.max(events.c.ts)).where(events.c.device == devices.c.id, events.c.ts < start)
+              .scalar_subquery())
+    last = select(devices.c.id.label("device"), before.label("ts")).where(devices.c.agreement == a).subquery()
+    cols = (events.c.ts, devices.c.device_id, events.c.state)
+    opening = select(*cols).select_from(events).join(
+        last, and_(events.c.device == last.c.device, events.c.ts == last.c.ts)).join(
+        devices, devices.c.id == events.c.device)
+    inside = select(*cols).join(devices, devices.c.id == events.c.device).where(
+        devices.c.agreement == a, events.c.ts >= start, events.c.ts < end)
     ev = sorted(list(conn.execute(opening)) + list(conn.execute(inside)), key=lambda r: (r.device_id, r.ts))
     stamps = (np.array([r.ts for r in ev], dtype="datetime64[s]").astype(str) + "Z").tolist()  # = iso_utc, faster
-    files[EVENTS] = _csv(COLUMNS["events"], ((t, r.device_id, r.state) for t, r in zip(stamps, ev)))
+    files[EVENTS] = _csv(COLUMNS["events"], ((t, r.device_id, STATES[r.state]) for t, r in zip(stamps, ev)))
     xs = conn.execute(select(exclusions).where(
         exclusions.c.agreement == a, exclusions.c.start_ts < end, exclusions.c.end_ts > start).order_by(
         exclusions.c.start_ts, exclusions.c.end_ts, exclusions.c.scope, exclusions.c.reason)).mappings()

@@ -3,15 +3,18 @@ HTTP batches; and the settings loader."""
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from oracle import db
+from oracle import db, ingest
 from tests.e2e.helpers import EXAMPLE
-from oracle.ingest import ingest_file, ingest_folder, ingest_rows, quarantined
+from oracle.evidence import STATES
+from oracle.ingest import export_evidence, ingest_file, ingest_folder, ingest_rows, quarantined
+from oracle.periods import iso_utc
 from oracle.settings import SettingsError, load_settings
-from oracle.terms import load_terms
+from oracle.terms import load_terms, period_bounds
 
 TERMS = load_terms(EXAMPLE / "terms.yaml")
 A = "acme"
@@ -107,6 +110,53 @@ def test_http_batches_are_idempotent_and_rows_for_closed_periods_are_quarantined
     assert r.problems[1] == (2, "state", "is missing or empty")
     assert r.problems[0][:2] == (1, "ts") and "already closed" in r.problems[0][2]
     assert ingest_rows(engine, TERMS, A, "events", rows).skipped
+
+
+def _stored(engine, agreement: str) -> dict[tuple[str, str], tuple[str, int]]:
+    """(device_id, ts) -> (state, line) of an agreement's events (keyed by devices.id in the table)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(db.devices.c.device_id, db.events.c.ts, db.events.c.state, db.events.c.line)
+                            .join(db.devices, db.devices.c.id == db.events.c.device)
+                            .where(db.devices.c.agreement == agreement)).all()
+    return {(d, iso_utc(ts)): (STATES[st], line) for d, ts, st, line in rows}
+
+
+def test_large_files_take_the_columnar_path_and_store_what_the_row_path_stores(engine, tmp_path, monkeypatch):
+    """The example's events.csv (time-ordered) and the same rows shuffled, both over
+    FAST_MIN_BYTES: stored by the columnar path with the line of every row; the same rows as
+    JSONL go row by row. All three agreements export byte-identical evidence; a large file with
+    one conflicting row falls back to the row path, which names both lines."""
+    header, *lines = (EXAMPLE / "evidence" / "events.csv").read_text().splitlines()
+    random.Random(7).shuffle(lines)
+    shuffled = tmp_path / "events-shuffled.csv"
+    shuffled.write_text("\n".join([header, *lines]) + "\n")
+    jl = tmp_path / "events.jsonl"
+    jl.write_text("".join(json.dumps(dict(zip(header.split(","), ln.split(",")))) + "\n" for ln in lines))
+    for a in ("A", "B", "C", "D"):
+        ingest_file(engine, TERMS, a, EXAMPLE / "evidence" / "devices.csv")
+
+    with monkeypatch.context() as m:  # the row-by-row path must not be taken
+        m.setattr(ingest, "_store", lambda *a, **k: pytest.fail("row-by-row path taken"))
+        assert ingest_file(engine, TERMS, "A", EXAMPLE / "evidence" / "events.csv").accepted == 10437
+        assert ingest_file(engine, TERMS, "B", shuffled).accepted == 10437
+    assert ingest_file(engine, TERMS, "C", jl).accepted == 10437
+    expected = {(d, ts): (st, i) for i, ln in enumerate(lines, start=2) for ts, d, st in [ln.split(",")]}
+    assert _stored(engine, "B") == expected  # the CSV's lines (header = line 1)
+    assert _stored(engine, "C") == {k: (st, i - 1) for k, (st, i) in expected.items()}  # JSONL: no header
+    start, end = period_bounds(TERMS, "2026-10")
+    with engine.connect() as conn:
+        a, b, c = (export_evidence(conn, x, start, end) for x in "ABC")
+        nov = [export_evidence(conn, x, end, end + 86400) for x in "AC"]
+    assert a == b == c and nov[0] == nov[1] and nov[0]["events.csv"].count(b"\n") == 1 + 7
+
+    ts, device, state = lines[100].split(",")
+    other = next(s for s in STATES if s != state)
+    conflict = tmp_path / "events-conflict.csv"
+    conflict.write_text("\n".join([header, *lines, f"{ts},{device},{other}"]) + "\n")
+    r = ingest_file(engine, TERMS, "D", conflict)
+    assert (r.accepted, r.duplicates, r.quarantined) == (10437, 0, 1)
+    [(line, field_, reason)] = r.problems
+    assert (line, field_) == (len(lines) + 2, "state") and "line 102" in reason and repr(state) in reason
 
 
 def test_settings_from_toml_and_env(tmp_path):
