@@ -43,7 +43,7 @@ from numpy.typing import NDArray
 
 from oracle.budget import TICKET_KPIS, BudgetReport, SubjectBudget, budget_from_period
 from oracle.credit import BPS
-from oracle.evidence import AVAILABLE, IN_USE, Evidence
+from oracle.evidence import AVAILABLE, IN_USE, Evidence, window_events
 from oracle.kpi import ESTATE, class_tables, compute_period, counted_clock, device_segments, measure_window
 from oracle.periods import iso_utc, offset_pieces, zone
 from oracle.terms import Objective, Terms, period_bounds
@@ -99,15 +99,14 @@ def _site_zones(terms: Terms) -> tuple[list[str], I64]:
 def evidence_before(ev: Evidence, as_of: int) -> Evidence:
     """The evidence as it stood at `as_of`: events before it, tickets opened before it with
     later responses/resolutions unknown. Devices and exclusions are schedules, kept whole."""
-    keep = ev.ev_ts < as_of
+    dev, ts, state = window_events(ev, -(2**62), as_of)  # per-device slices, no full-length mask
 
     def cut(t: int | None) -> int | None:
         return None if t is None or t > as_of else t
 
     tickets = tuple(replace(t, responded=cut(t.responded), resolved=cut(t.resolved))
                     for t in ev.tickets if t.opened < as_of)
-    return replace(ev, ev_device=ev.ev_device[keep], ev_ts=ev.ev_ts[keep], ev_state=ev.ev_state[keep],
-                   tickets=tickets)
+    return replace(ev, ev_device=dev, ev_ts=ts, ev_state=state, tickets=tickets)
 
 
 # --------------------------------------------------------------------------- fitting
