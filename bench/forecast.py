@@ -60,6 +60,12 @@ def timing(sites: int, sims: int) -> dict:
     as_of = start + (end - start) // 2
     gen = time.perf_counter() - t
     params = ForecastParams(sims=sims)
+    # End to end, as `slacomp forecast` and the API run it: month-to-date KPIs and the fit (in
+    # parallel), the Monte Carlo runs and the fault ranking.
+    t = time.perf_counter()
+    report = forecast_period(terms, ev, label, as_of, params)
+    t_all = time.perf_counter() - t
+    # The same steps one at a time, for the breakdown.
     t = time.perf_counter()
     budgets = budget_status(terms, ev, label, as_of)
     t_kpi = time.perf_counter() - t
@@ -67,16 +73,17 @@ def timing(sites: int, sims: int) -> dict:
     model = fit(terms, ev, as_of, params)
     t_fit = time.perf_counter() - t
     t = time.perf_counter()
-    report = forecast_period(terms, ev, label, as_of, params, budgets=budgets, model=model)
+    forecast_period(terms, ev, label, as_of, params, budgets=budgets, model=model)
     t_fc = time.perf_counter() - t
     events = int((ev.ev_ts < as_of).sum())
     out = {"sites": sites, "devices": ev.n_devices, "events_before_as_of": events, "subjects": len(report.subjects),
            "open_faults_ranked": len(report.priorities), "sims": sims, "generate_s": round(gen, 2),
-           "kpi_month_to_date_s": round(t_kpi, 2), "fit_s": round(t_fit, 2), "forecast_s": round(t_fc, 2),
-           "total_s": round(t_kpi + t_fit + t_fc, 2), "target_s": TARGET_S}
+           "end_to_end_s": round(t_all, 2), "kpi_month_to_date_s": round(t_kpi, 2), "fit_s": round(t_fit, 2),
+           "forecast_s": round(t_fc, 2), "target_s": TARGET_S}
     print(f"{sites} sites ({ev.n_devices} devices, {events:,} events to date), {sims} runs: "
-          f"month-to-date KPIs {t_kpi:.2f} s + fit {t_fit:.2f} s + forecast and fault ranking {t_fc:.2f} s "
-          f"= {t_kpi + t_fit + t_fc:.2f} s (forecast target ≤ {TARGET_S:.0f} s)")
+          f"end to end {t_all:.2f} s (target ≤ {TARGET_S:.0f} s: {'OK' if t_all <= TARGET_S else 'SLOW'}); "
+          f"one step at a time: month-to-date KPIs {t_kpi:.2f} s, fit {t_fit:.2f} s, "
+          f"Monte Carlo and fault ranking {t_fc:.2f} s")
     return out
 
 
@@ -84,8 +91,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--timing-only", action="store_true", help="skip the calibration backtest")
     args = ap.parse_args()
-    res = {"calibration": calibration(2 if args.quick else 6, 100 if args.quick else 150, 1000),
+    res = {"calibration": None if args.timing_only else calibration(2 if args.quick else 6, 100 if args.quick else 150, 1000),
            "timing": [timing(500 if args.quick else 2500, s) for s in (1000, 300)]}
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -239,8 +240,12 @@ class _Draw:
     b: I64
     initial: NDArray[np.bool_]
 
-    def subset(self, keep: NDArray[np.bool_]) -> _Draw:
+    def subset(self, keep: NDArray[np.bool_] | slice) -> _Draw:
         return _Draw(self.sim[keep], self.dev[keep], self.a[keep], self.b[keep], self.initial[keep])
+
+    @staticmethod
+    def concat(parts: list[_Draw]) -> _Draw:
+        return _Draw(*(np.concatenate([getattr(d, k) for d in parts]) for k in ("sim", "dev", "a", "b", "initial")))
 
 
 @dataclass
@@ -341,8 +346,34 @@ def _binom_cdf_below(k: int, n: F64, p: F64) -> F64:
     return np.clip(out, 0.0, 1.0)
 
 
-def _draw(model: FittedModel, fr: _Frame, rng: np.random.Generator, dev_zone: I64) -> _Draw:
-    ev, as_of, end, sims = fr.ev, fr.as_of, fr.end, fr.sims
+def _halves(sims: int) -> list[tuple[int, int]]:
+    """The runs split in two (first run, count): each half is drawn and evaluated on its own
+    thread with its own random stream, so the result depends on the seed, not on timing."""
+    half = sims // 2
+    return [(0, half), (half, sims - half)] if half else [(0, sims)]
+
+
+def _draw_split(model: FittedModel, fr: _Frame, rng: np.random.Generator, dev_zone: I64,
+                pool: ThreadPoolExecutor) -> _Draw:
+    parts = _halves(fr.sims)
+    jobs = [pool.submit(_draw, model, fr, g, dev_zone, s0, n) for g, (s0, n) in zip(rng.spawn(len(parts)), parts)]
+    return _Draw.concat([j.result() for j in jobs])
+
+
+def _evaluate_split(fr: _Frame, draw: _Draw, pool: ThreadPoolExecutor, until: int | None = None) -> dict[str, F64]:
+    parts = _halves(fr.sims)
+    cuts = np.searchsorted(draw.sim, [s0 for s0, _ in parts] + [fr.sims]).tolist()
+    jobs = [pool.submit(_evaluate, fr, draw.subset(slice(cuts[i], cuts[i + 1])), until, s0, n)
+            for i, (s0, n) in enumerate(parts)]
+    outs = [j.result() for j in jobs]
+    return {k: np.concatenate([o[k] for o in outs], axis=0) for k in outs[0]}
+
+
+def _draw(model: FittedModel, fr: _Frame, rng: np.random.Generator, dev_zone: I64, sim0: int = 0,
+          sims: int | None = None) -> _Draw:
+    """Down spells of runs sim0 .. sim0 + sims - 1 (all runs by default)."""
+    ev, as_of, end = fr.ev, fr.as_of, fr.end
+    sims = fr.sims if sims is None else sims
     u0 = np.maximum(ev.deployed, as_of)
     u1 = np.minimum(ev.retired, end)
     alive = np.flatnonzero(u1 > u0)
@@ -350,7 +381,7 @@ def _draw(model: FittedModel, fr: _Frame, rng: np.random.Generator, dev_zone: I6
     lam = rng.gamma(model.shape[alive], 1.0 / model.rate[alive], (sims, len(alive)))
     count = rng.poisson(lam * span).ravel()
     del lam
-    sim = np.repeat(np.repeat(np.arange(sims, dtype=np.int64), len(alive)), count)
+    sim = np.repeat(np.repeat(np.arange(sim0, sim0 + sims, dtype=np.int64), len(alive)), count)
     dev = np.repeat(np.tile(alive, sims), count)
     a = u0[dev] + np.floor(rng.random(len(dev)) * (u1 - u0)[dev]).astype(np.int64)
     off = fr.offday[dev_zone[dev], np.clip((a - as_of) // HOUR, 0, fr.offday.shape[1] - 1)]
@@ -367,7 +398,7 @@ def _draw(model: FittedModel, fr: _Frame, rng: np.random.Generator, dev_zone: I6
         else:
             rest[:, j] = max(age, HOUR) * rng.exponential(1.0, sims)
     n_open = sims * len(opened)
-    sim = np.concatenate([np.repeat(np.arange(sims, dtype=np.int64), len(opened)), sim])
+    sim = np.concatenate([np.repeat(np.arange(sim0, sim0 + sims, dtype=np.int64), len(opened)), sim])
     dev = np.concatenate([np.tile(opened, sims), dev])
     a = np.concatenate([np.full(n_open, as_of, np.int64), a])
     dur = np.concatenate([rest.ravel(), dur])
@@ -394,14 +425,17 @@ def _merge(d: _Draw, n_dev: int, t0: int, bits: int) -> tuple[I64, I64, I64, I64
     return d.sim[first], d.dev[first], d.a[first], last_b
 
 
-def _evaluate(fr: _Frame, draw: _Draw, until: int | None = None) -> dict[str, F64]:
+def _evaluate(fr: _Frame, draw: _Draw, until: int | None = None, sim0: int = 0,
+              sims: int | None = None) -> dict[str, F64]:
     """Simulated bad seconds of every run in [as_of, until or end): per time objective a
     (sims, units) matrix, units being devices for per_device scope and sites otherwise (an
     estate sums its sites)."""
-    ev, terms, sims, ns = fr.ev, fr.terms, fr.sims, fr.n_sites
+    ev, terms, ns = fr.ev, fr.terms, fr.n_sites
+    sims = fr.sims if sims is None else sims
     nd = ev.n_devices
     bits = _bits(fr.end - fr.as_of + 2)
     sim, dev, a, b = _merge(draw, nd, fr.as_of, bits)
+    sim = sim - sim0  # rows of this part's matrices
     if until is not None:
         a, b = np.minimum(a, until), np.minimum(b, until)
         keep = a < b
@@ -629,17 +663,35 @@ def forecast_period(terms: Terms, evidence: Evidence, label: str, as_of: int,
     t0 = time.perf_counter()
     start, end = period_bounds(terms, label)
     ev = evidence_before(evidence, as_of)
-    if budgets is None:
-        budgets = budget_from_period(compute_period(terms, ev, label, as_of=as_of, commit=False))
     zones, site_zone = _site_zones(terms)
     local = LocalTime(zones, min(start, as_of - int(params.history_days * DAY)), end, params.holidays)
-    if model is None:
-        model = fit_model(terms, ev, as_of, params, local, site_zone)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The month-to-date KPIs and the fit are independent; numpy releases the GIL in their
+        # big array operations, so they share the two cores.
+        pending = pool.submit(compute_period, terms, ev, label, as_of=as_of, commit=False) if budgets is None else None
+        if model is None:
+            model = fit_model(terms, ev, as_of, params, local, site_zone)
+        if pending is not None:
+            budgets = budget_from_period(pending.result())
+    assert budgets is not None
     rng = np.random.default_rng(params.seed)
     sims = params.sims
     fr = _frame(terms, ev, model, start, as_of, end, sims, local, site_zone)
-    draw = _draw(model, fr, rng, site_zone[ev.device_site])
-    units = _evaluate(fr, draw)
+    pool = ThreadPoolExecutor(max_workers=2)  # the two halves of the runs, one per core
+    try:
+        return _monte_carlo(terms, label, start, end, as_of, params, prioritise, budgets, model, ev, rng, fr,
+                            site_zone, pool, t0)
+    finally:
+        pool.shutdown()
+
+
+def _monte_carlo(terms: Terms, label: str, start: int, end: int, as_of: int, params: ForecastParams,
+                 prioritise: bool, budgets: BudgetReport, model: FittedModel, ev: Evidence,
+                 rng: np.random.Generator, fr: _Frame, site_zone: I64, pool: ThreadPoolExecutor,
+                 t0: float) -> ForecastReport:
+    sims = params.sims
+    draw = _draw_split(model, fr, rng, site_zone[ev.device_site], pool)
+    units = _evaluate_split(fr, draw, pool)
     tickets = _ticket_draws(terms, budgets, start, as_of, end, sims, rng)
     site_fee = {s.id: s.fee for s in terms.sites}
     results: list[SubjectForecast] = []
@@ -653,7 +705,7 @@ def forecast_period(terms: Terms, evidence: Evidence, label: str, as_of: int,
         samples.update({(o.id, b.subject): att[:, i] for i, b in enumerate(rows)})
     priorities: tuple[FaultPriority, ...] = ()
     if prioritise:
-        priorities = _prioritise(fr, draw, model, budgets, units, samples)
+        priorities = _prioritise(fr, draw, model, budgets, units, samples, pool)
     return ForecastReport(terms.agreement, label, start, end, as_of, params, model, tuple(results), priorities,
                           time.perf_counter() - t0, samples)
 
@@ -662,7 +714,7 @@ def forecast_period(terms: Terms, evidence: Evidence, label: str, as_of: int,
 
 
 def _prioritise(fr: _Frame, draw: _Draw, model: FittedModel, budgets: BudgetReport, units: dict[str, F64],
-                base: dict[tuple[str, str], NDArray[np.int64]]) -> tuple[FaultPriority, ...]:
+                base: dict[tuple[str, str], NDArray[np.int64]], pool: ThreadPoolExecutor) -> tuple[FaultPriority, ...]:
     """Expected credit saved by ending each open down spell now. Common random numbers: the
     same runs re-evaluated without that spell. A site's subjects depend only on its own
     devices, so one round fixes one fault per site and re-evaluates only those sites; an
@@ -690,7 +742,7 @@ def _prioritise(fr: _Frame, draw: _Draw, model: FittedModel, budgets: BudgetRepo
         in_round = np.flatnonzero(rank == r)
         fixed = open_devs[in_round]
         keep = np.isin(draw_site, site[in_round]) & ~(draw.initial & np.isin(draw.dev, fixed))
-        after = _evaluate(fr, draw.subset(keep))
+        after = _evaluate_split(fr, draw.subset(keep), pool)
         for i in in_round.tolist():
             d, s = int(open_devs[i]), int(site[i])
             for o in time_objs:
@@ -762,9 +814,11 @@ def burn_chart(terms: Terms, evidence: Evidence, label: str, as_of: int, objecti
         local = LocalTime(zones, min(start, as_of - int(params.history_days * DAY)), end, params.holidays)
         model = fit_model(terms1, ev, as_of, params, local, site_zone)
         fr = _frame(terms1, ev, model, start, as_of, end, params.sims, local, site_zone)
-        draw = _draw(model, fr, np.random.default_rng(params.seed), site_zone[ev.device_site])
-        for c in np.unique(np.linspace(as_of, end, max(points, 2)).astype(np.int64)).tolist():
-            col = _unit_columns(terms1, ev, o, _evaluate(fr, draw, until=c)[objective], [budget])[:, 0]
+        with ThreadPoolExecutor(max_workers=2) as pool:  # the same runs as forecast_period's
+            draw = _draw_split(model, fr, np.random.default_rng(params.seed), site_zone[ev.device_site], pool)
+            cols = [(c, _unit_columns(terms1, ev, o, _evaluate_split(fr, draw, pool, until=c)[objective], [budget])[:, 0])
+                    for c in np.unique(np.linspace(as_of, end, max(points, 2)).astype(np.int64)).tolist()]
+        for c, col in cols:
             p05, p50, p95 = np.percentile(budget.budget_used + col, [5, 50, 95])
             forecast.append((c, float(p05), float(p50), float(p95)))
     return BurnChart(objective, subject, budget.unit, budget.budget_total, as_of, tuple(observed), tuple(forecast))
