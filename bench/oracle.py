@@ -78,11 +78,45 @@ def create_agreements(w3, n: int, oracles: list[str]) -> list[str]:
     return addresses
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _cpu_split(service, chain) -> dict[str, float]:
+    workers = list(getattr(service._pool, "_processes", {}) or {}) if getattr(service, "_pool", None) else []
+    return {"oracle": _cpu_s(os.getpid()), "workers": sum(_cpu_s(p) for p in workers),
+            "anvil": _cpu_s(chain.process.pid) + sum(_cpu_s(p) for p in _children(chain.process.pid))}
+
+
+def _children(pid: int) -> list[int]:
+    """Descendants of a process (the node may run under a wrapper)."""
+    out, todo = [], [pid]
+    procs = [d for d in os.listdir("/proc") if d.isdigit()] if os.path.isdir("/proc") else []
+    parents: dict[int, int] = {}
+    for d in procs:
+        try:
+            parents[int(d)] = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
 def bench_settlement(n: int, work: Path) -> dict[str, float]:
     from eth_account import Account
     from eth_utils import keccak
 
     from oracle import devchain
+    from oracle.chain import load_artifact
     from oracle.keystore import KeyRing
     from oracle.outbox import CONFIRMED
     from oracle.service import Service
@@ -108,6 +142,8 @@ def bench_settlement(n: int, work: Path) -> dict[str, float]:
         service = Service(load_settings(work / "oracle.toml", env={}), keyring=KeyRing(
             [Account.from_key(k) for k in keys[:2]]), submitter=submitter)
         try:
+            service.start_workers()  # likewise a one-off at start-up (`oracle run` starts them first)
+            cpu0 = _cpu_split(service, chain)
             t0 = time.perf_counter()
             ticks = 0
             while ticks < 5:
@@ -117,21 +153,24 @@ def bench_settlement(n: int, work: Path) -> dict[str, float]:
                 if states.count(CONFIRMED) == n:
                     break
             seconds = time.perf_counter() - t0
+            cpu = {k: v - cpu0[k] for k, v in _cpu_split(service, chain).items()}
             settled = states.count(CONFIRMED)
             others = {st: states.count(st) for st in sorted(set(states)) if st != CONFIRMED}
             errors = sorted({str(r["error"])[:120] for a in service.status() for r in a["reports"] if r["error"]})
             failed = {s.labels["kind"]: int(s.value) for m in service.metrics.failures.collect()
                       for s in m.samples if s.name.endswith("_total") and s.value}
-            logs = sum(len(w3.eth.contract(address=a, abi=service.served[a.lower()].contract.abi)
+            logs = sum(len(w3.eth.contract(address=a, abi=load_artifact("Agreement")["abi"])
                            .events.ReportAccepted().get_logs(from_block=0)) for a in addresses[:10])
         finally:
             service.close()
     assert logs == min(10, n), f"expected one settlement per agreement, saw {logs} for the first 10"
     return {"agreements": n, "settled": settled, "seconds": seconds, "ticks": ticks, "events_each": events,
-            "setup_s": setup_s, "others": others, "errors": errors[:5], "failed": failed}
+            "setup_s": setup_s, "cpu": cpu, "others": others, "errors": errors[:5], "failed": failed}
 
 
 def bench_ingest(n_events: int, work: Path) -> dict[str, float]:
+    from sqlalchemy import func, select
+
     from bench.simulate import sites_for
     from oracle import db
     from oracle.ingest import ingest_file
@@ -147,9 +186,12 @@ def bench_ingest(n_events: int, work: Path) -> dict[str, float]:
         t0 = time.perf_counter()
         result = ingest_file(engine, terms, "bench", sim / "evidence" / "events.csv")
         seconds = time.perf_counter() - t0
+        with engine.connect() as conn:  # not timed: every accepted row is in the table
+            stored = conn.execute(select(func.count()).select_from(db.events)).scalar()
     finally:
         engine.dispose()
     assert result.quarantined == 0, result.to_dict()["problems"][:3]
+    assert stored == result.accepted, (stored, result.accepted)
     return {"events": result.accepted, "seconds": seconds}
 
 
@@ -172,6 +214,8 @@ def main() -> None:
             print(f"{'agreements':>11} {'settled':>8} {'seconds':>8} {'agreements/s':>13}")
             print(f"{n:>11,} {int(s['settled']):>8,} {s['seconds']:>8.2f} {rate:>13.1f}   "
                   f"target >= {TARGET_AGREEMENTS_PER_S:.0f}: {'OK' if rate >= TARGET_AGREEMENTS_PER_S else 'SLOW'}")
+            print("CPU seconds in the timed part: " + ", ".join(f"{k} {v:.1f}" for k, v in s["cpu"].items())
+                  + f" (of {s['seconds'] * (os.cpu_count() or 1):.1f} core-seconds)")
             if s["others"] or s["failed"]:
                 print(f"not settled: {s['others']}; failures: {s['failed']}; errors: {s['errors']}")
         if args.skip != "ingest":

@@ -16,6 +16,7 @@ duplicate transaction."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,9 +27,9 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from web3 import Web3
 from web3.contract import Contract
-from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound
 
-from .chain import contract, decode_error
+from .chain import Rpc, RpcError, contract, decode_error, encode_call, selector
 from .db import now, reports, tx_attempts
 
 CLOSED, SIGNED, SENT, MINED, CONFIRMED = "closed", "signed", "sent", "mined", "confirmed"
@@ -37,6 +38,11 @@ FINAL = (CONFIRMED, SETTLED_ELSEWHERE, FAILED)
 IN_FLIGHT = (SENT, MINED)
 GAS_MARGIN_PCT = 25
 FILLER_GAS = 21_000
+# after a batch broadcast the node may still be mining: receipts are polled again (every 20 ms) while
+# new ones keep coming, until 10 polls in a row bring none (or after 200 polls)
+RECEIPT_POLLS = 200
+RECEIPT_POLL_S = 0.02
+RECEIPT_QUIET_POLLS = 10
 # Errors that say "not yet", not "never": the report stays signed and is retried.
 RETRYABLE = ("PeriodNotEnded", "PeriodOutOfOrder")
 
@@ -72,6 +78,16 @@ class Outbox:
         self.clock = clock
         self.hook: Hook = hook or (lambda point, row: None)
         self.count = count or (lambda name, label: None)
+        self.rpc = Rpc(w3)
+        self._contracts: dict[str, Contract] = {}
+        self._gas_hints: dict[int, int] = {}  # calldata length -> gas limit that was estimated (+ margin)
+        self._chain_id: int | None = None
+
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = int(self.w3.eth.chain_id)
+        return self._chain_id
 
     # ------------------------------------------------------------------ state
 
@@ -91,61 +107,259 @@ class Outbox:
                 tx_attempts.c.report_id == row_id, tx_attempts.c.status != "dropped").order_by(
                 tx_attempts.c.id.desc())).mappings()]
 
+    def _rows(self, row_ids: list[int]) -> dict[int, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return {r["id"]: dict(r) for r in conn.execute(select(reports).where(reports.c.id.in_(row_ids))).mappings()}
+
     def _agreement(self, row: dict[str, Any]) -> Contract:
-        return contract(self.w3, "Agreement", row["address"])
+        address = row["address"]
+        if address not in self._contracts:
+            self._contracts[address] = contract(self.w3, "Agreement", address)
+        return self._contracts[address]
 
     # ------------------------------------------------------------------ entry points
 
     def step(self, row_id: int) -> str:
         """Advance one report as far as it can go now (signed -> sent -> mined -> confirmed when
         the chain allows, without waiting); returns its new state."""
-        row = self._row(row_id)
+        out = self.step_many([row_id])[row_id]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def step_many(self, row_ids: list[int]) -> dict[int, str | Exception]:
+        """`step` for many reports at once, each stage batched: the preflights of every signed
+        report in one JSON-RPC batch, every transaction signed and stored (one database
+        transaction) before any is broadcast, the broadcasts in one batch, then every receipt in
+        one batch. Returns each report's new state, or the exception that stopped it (the others
+        go on). Transport failures (node down) raise."""
+        results: dict[int, str | Exception] = {}
+        rows = self._rows(row_ids)
+        todo = list(rows.values())
         for _ in range(4):
-            before = row["state"]
-            if before == SIGNED:
-                self.submit(row)
-            elif before == SENT:
-                self.track(row)
-            elif before == MINED:
-                self.confirm(row)
-            row = self._row(row_id)
-            if row["state"] == before or row["state"] in FINAL:
+            if not todo:
                 break
-        return str(row["state"])
+            before = {r["id"]: r["state"] for r in todo}
+            signed = [r for r in todo if r["state"] == SIGNED]
+            sent = [r for r in todo if r["state"] == SENT]
+            mined = [r for r in todo if r["state"] == MINED]
+            if mined:
+                self.confirm_many(mined, results)
+            if sent:
+                self.track_many(sent, results)
+            if signed:
+                self.submit_many(signed, results)
+            rows |= self._rows([r["id"] for r in todo])
+            todo = [rows[i] for i, st in before.items()
+                    if i not in results and rows[i]["state"] != st and rows[i]["state"] not in FINAL]
+        for i, row in rows.items():
+            results.setdefault(i, str(row["state"]))
+        return results
 
     def submit(self, row: dict[str, Any]) -> None:
         """signed -> sent: check the chain, preflight, sign, store, then broadcast."""
-        ag = self._agreement(row)
-        period = row["period"]
-        next_period = ag.functions.nextPeriod().call()
-        if next_period > period:
-            self._settled_elsewhere(row, ag)
+        results: dict[int, str | Exception] = {}
+        self.submit_many([row], results)
+        if isinstance(results.get(row["id"]), Exception):
+            raise results[row["id"]]  # type: ignore[misc]
+
+    def submit_many(self, rows: list[dict[str, Any]], results: dict[int, str | Exception]) -> None:
+        """signed -> sent for many reports: one JSON-RPC batch asks, for each, the contract's
+        `nextPeriod` and `configHash` and the gas of the call (the preflight: a revert is decoded
+        and recorded, nothing is sent), plus the base fee and our pending nonce. Then every
+        transaction is signed here with consecutive nonces and stored, with its report's new
+        state, in one database transaction; only then are they broadcast (one batch)."""
+        me = self.sender.address
+        calls: list[tuple[str, list[Any]]] = [("eth_getBlockByNumber", ["latest", False]),
+                                              ("eth_getTransactionCount", [me, "pending"])]
+        if self.policy.priority_fee_wei is None:
+            calls.append(("eth_maxPriorityFeePerGas", []))
+        head = len(calls)
+        payloads = {r["id"]: self._call(r) for r in rows}
+        hints: dict[int, int] = {}  # row index -> gas limit its preflight eth_call was made with
+        for k, r in enumerate(rows):
+            to, data = payloads[r["id"]]
+            hint = self._gas_hints.get(len(data))
+            if hint:
+                hints[k] = hint
+            calls += [("eth_call", [{"to": to, "data": _getter("nextPeriod")}, "latest"]),
+                      ("eth_call", [{"to": to, "data": _getter("configHash")}, "latest"]),
+                      # the preflight: with a gas limit already measured for calls of this size, an
+                      # eth_call at that limit (it succeeds, so the transaction will, on this state);
+                      # else (or if that call fails in any way) the node's estimate
+                      ("eth_call", [{"from": me, "to": to, "data": data, "gas": hex(hint)}, "latest"]) if hint
+                      else ("eth_estimateGas", [{"from": me, "to": to, "data": data}])]
+        answers = self.rpc.batch(calls)
+        retry = {k for k in hints if isinstance(answers[head + 3 * k + 2], RpcError)}
+        if retry:  # the limit was not enough, or the call reverts: the node's estimate decides
+            order = sorted(retry)
+            for k, gas in zip(order, self.rpc.batch([("eth_estimateGas", [{
+                    "from": me, "to": payloads[rows[k]["id"]][0], "data": payloads[rows[k]["id"]][1]}])
+                    for k in order])):
+                answers[head + 3 * k + 2] = gas
+        for a in answers[:head]:
+            if isinstance(a, RpcError):
+                raise a
+        base = int((answers[0] or {}).get("baseFeePerGas") or "0x0", 16)
+        chain_nonce = int(answers[1], 16)
+        tip = int(answers[2], 16) if self.policy.priority_fee_wei is None else None
+        go: list[tuple[dict[str, Any], int]] = []
+        for k, r in enumerate(rows):
+            next_period, config_hash, gas = answers[head + 3 * k: head + 3 * k + 3]
+            try:
+                for a in (next_period, config_hash):
+                    if isinstance(a, RpcError):
+                        raise a
+                next_period = int(next_period, 16)
+                if next_period > r["period"]:
+                    self._settled_elsewhere(r, self._agreement(r))
+                elif next_period < r["period"]:
+                    self._set(r["id"], error=f"waiting for period {next_period} to settle first")
+                elif _unhex(config_hash) != keccak(_unhex(r["config"])):
+                    # the parties rotated the oracle set since we signed: collect signatures again
+                    self._set(r["id"], CLOSED, signatures=None, error="oracle set changed on-chain; re-signing")
+                elif isinstance(gas, RpcError):
+                    if not gas.is_revert:
+                        raise gas
+                    self._preflight_failed(r, gas.revert_text())
+                else:
+                    if k in hints and k not in retry:
+                        limit = hints[k]  # the eth_call at this very limit succeeded
+                    else:
+                        limit = int(gas, 16) * (100 + GAS_MARGIN_PCT) // 100
+                        size = len(payloads[r["id"]][1])
+                        self._gas_hints[size] = max(limit, self._gas_hints.get(size, 0))
+                    go.append((r, limit))
+            except Exception as exc:  # noqa: BLE001 - this report stays as it is; the others go on
+                results[r["id"]] = exc
+        if not go:
             return
-        if next_period < period:
-            self._set(row["id"], error=f"waiting for period {next_period} to settle first")
+        max_fee, tip = self._fees(base=base, tip=tip)
+        nonce = self._next_nonce(chain_nonce)
+        signed: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for r, gas in go:
+            try:
+                signed.append((r, self._sign(r["id"], payloads[r["id"]], nonce, gas, max_fee, tip)))
+            except FeeCapExceeded as exc:
+                self._set(r["id"], error=str(exc))
+                results[r["id"]] = exc
+                continue
+            nonce += 1
+        if not signed:
             return
-        cfg = _unhex(row["config"])
-        if bytes(ag.functions.configHash().call()) != keccak(cfg):
-            # the parties rotated the oracle set since we signed: collect signatures again
-            self._set(row["id"], CLOSED, signatures=None, error="oracle set changed on-chain; re-signing")
+        stamp = now()
+        with self.engine.begin() as conn:  # every transaction stored before any is broadcast
+            conn.execute(tx_attempts.insert(), [attempt for _, attempt in signed])
+            for r, attempt in signed:
+                conn.execute(update(reports).where(reports.c.id == r["id"]).values(
+                    tx_hash=attempt["tx_hash"], updated_at=stamp, state=SENT, error=None))
+        for r, attempt in signed:
+            log.info("report sent", extra={"fields": {"agreement": r["address"], "period": r["period"],
+                                                       "tx": attempt["tx_hash"], "nonce": attempt["nonce"]}})
+            self.hook("sent_persisted", r)
+        self._broadcast_many([attempt for _, attempt in signed])
+        for r, _ in signed:
+            self.count("reports_sent", r["agreement"])
+            self.hook("broadcast", r)
+
+    def track_many(self, rows: list[dict[str, Any]], results: dict[int, str | Exception]) -> None:
+        """sent -> mined (-> confirmed when deep enough) for many reports: every attempt's receipt
+        and the head block in one batch. A report with no receipt yet takes `track`'s full path
+        (replace, rebroadcast, fill nonce gaps, nonce taken)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(tx_attempts).where(
+                tx_attempts.c.report_id.in_([r["id"] for r in rows]), tx_attempts.c.status != "dropped").order_by(
+                tx_attempts.c.id.desc())).mappings().all()
+        by_row: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
+        for a in found:
+            by_row[a["report_id"]].append(dict(a))
+        flat = [a for r in rows for a in by_row[r["id"]]]
+        receipts: dict[str, dict[str, Any]] = {}
+        head = quiet = 0
+        for poll in range(RECEIPT_POLLS):
+            # just broadcast: the node may still be mining them; poll again while receipts come in
+            missing = [a for a in flat if a["tx_hash"] not in receipts and not any(
+                b["tx_hash"] in receipts for b in by_row[a["report_id"]])]
+            if poll and (not missing or quiet >= RECEIPT_QUIET_POLLS):
+                break
+            if poll:
+                time.sleep(RECEIPT_POLL_S)
+            answers = self.rpc.batch([("eth_blockNumber", [])] + [
+                ("eth_getTransactionReceipt", [a["tx_hash"]]) for a in missing])
+            for a in answers:
+                if isinstance(a, RpcError):
+                    raise a
+            head = int(answers[0], 16)
+            got = {a["tx_hash"]: _receipt_of(rc) for a, rc in zip(missing, answers[1:]) if rc}
+            quiet = 0 if got else quiet + 1
+            receipts |= got
+        mined: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
+        for r in rows:
+            try:
+                hit = next(((a, receipts[a["tx_hash"]]) for a in by_row[r["id"]] if a["tx_hash"] in receipts), None)
+                if hit is None:
+                    self.track(r)
+                elif hit[1]["status"] != 1:
+                    self._on_mined(r, *hit)
+                else:
+                    mined.append((r, *hit))
+            except Exception as exc:  # noqa: BLE001 - this report stays as it is; the others go on
+                results[r["id"]] = exc
+        if mined:
+            self._mined_many(mined, head)
+
+    def _mined_many(self, mined: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]], head: int) -> None:
+        stamp = now()
+        with self.engine.begin() as conn:
+            for r, attempt, receipt in mined:
+                block = receipt["blockNumber"]
+                conn.execute(update(tx_attempts).where(
+                    tx_attempts.c.report_id == r["id"], tx_attempts.c.nonce == attempt["nonce"],
+                    tx_attempts.c.tx_hash != attempt["tx_hash"]).values(status="replaced"))
+                conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == attempt["tx_hash"]).values(
+                    status="mined", block_number=block))
+                deep = head - block + 1 >= self.policy.confirmations
+                conn.execute(update(reports).where(reports.c.id == r["id"]).values(
+                    state=CONFIRMED if deep else MINED, tx_hash=attempt["tx_hash"], block_number=block,
+                    error=None, updated_at=stamp))
+        for r, attempt, receipt in mined:
+            self.count("reports_mined", r["agreement"])
+            fields = {"agreement": r["address"], "period": r["period"], "tx": attempt["tx_hash"],
+                      "block": receipt["blockNumber"]}
+            log.info("report mined", extra={"fields": fields})
+            if head - receipt["blockNumber"] + 1 >= self.policy.confirmations:
+                self.count("reports_confirmed", r["agreement"])
+                log.info("report confirmed", extra={"fields": fields | {"depth": head - receipt["blockNumber"] + 1}})
+
+    def confirm_many(self, rows: list[dict[str, Any]], results: dict[int, str | Exception]) -> None:
+        """mined -> confirmed for many reports (receipts and head in one batch); a vanished
+        receipt (reorg) takes `confirm`'s path back to sent."""
+        answers = self.rpc.batch([("eth_blockNumber", [])] + [
+            ("eth_getTransactionReceipt", [r["tx_hash"]]) for r in rows])
+        for a in answers:
+            if isinstance(a, RpcError):
+                raise a
+        head = int(answers[0], 16)
+        deep: list[tuple[dict[str, Any], int]] = []
+        for r, rc in zip(rows, answers[1:]):
+            try:
+                if not rc:
+                    self.confirm(r)
+                elif head - int(rc["blockNumber"], 16) + 1 >= self.policy.confirmations:
+                    deep.append((r, int(rc["blockNumber"], 16)))
+            except Exception as exc:  # noqa: BLE001
+                results[r["id"]] = exc
+        if not deep:
             return
-        call = self._call(ag, row)
-        try:
-            gas = call.estimate_gas({"from": self.sender.address})
-        except (ContractCustomError, ContractLogicError) as exc:
-            self._preflight_failed(row, ag, _revert_text(exc))
-            return
-        gas = gas * (100 + GAS_MARGIN_PCT) // 100
-        max_fee, tip = self._fees()
-        nonce = self._next_nonce()
-        attempt = self._store_attempt(row["id"], call, nonce, gas, max_fee, tip,
-                                      report_values={"state": SENT, "error": None})
-        log.info("report sent", extra={"fields": {"agreement": row["address"], "period": period,
-                                                   "tx": attempt["tx_hash"], "nonce": nonce}})
-        self.hook("sent_persisted", row)
-        self._broadcast(attempt)
-        self.count("reports_sent", row["agreement"])
-        self.hook("broadcast", row)
+        stamp = now()
+        with self.engine.begin() as conn:
+            for r, block in deep:
+                conn.execute(update(reports).where(reports.c.id == r["id"]).values(
+                    state=CONFIRMED, block_number=block, updated_at=stamp))
+        for r, block in deep:
+            self.count("reports_confirmed", r["agreement"])
+            log.info("report confirmed", extra={"fields": {"agreement": r["address"], "period": r["period"],
+                                                            "tx": r["tx_hash"], "depth": head - block + 1}})
 
     def track(self, row: dict[str, Any]) -> None:
         """sent -> mined (or replaced, rebroadcast, settled elsewhere)."""
@@ -159,6 +373,9 @@ class Outbox:
         nonce = newest["nonce"]
         if self.w3.eth.get_transaction_count(self.sender.address, "latest") > nonce:
             if self._check_receipts(row, attempts):  # mined in between
+                return
+            time.sleep(0.1)  # a node may count the nonce a moment before it serves the receipt
+            if self._check_receipts(row, attempts):
                 return
             # nonce used by a transaction that is none of ours for this report
             with self.engine.begin() as conn:
@@ -208,15 +425,16 @@ class Outbox:
 
     # ------------------------------------------------------------------ helpers
 
-    def _call(self, ag: Contract, row: dict[str, Any]) -> Any:
-        return ag.functions.submitReport(_unhex(row["config"]), row["period"], _unhex(row["terms_hash"]),
-                                         _unhex(row["evidence_root"]), _unhex(row["attainments"]),
-                                         _unhex(row["signatures"]))
+    def _call(self, row: dict[str, Any]) -> tuple[str, str]:
+        """(to, calldata) of the report's `submitReport` transaction."""
+        return row["address"], encode_call("Agreement", "submitReport", _unhex(row["config"]), row["period"],
+                                           _unhex(row["terms_hash"]), _unhex(row["evidence_root"]),
+                                           _unhex(row["attainments"]), _unhex(row["signatures"]))
 
-    def _preflight_failed(self, row: dict[str, Any], ag: Contract, error: str) -> None:
+    def _preflight_failed(self, row: dict[str, Any], error: str) -> None:
         name = error.split("(", 1)[0]
         if name == "PeriodAlreadySettled":
-            self._settled_elsewhere(row, ag)
+            self._settled_elsewhere(row, self._agreement(row))
         elif name in RETRYABLE:
             self._set(row["id"], error=error)
             self.count("preflight_waits", row["agreement"])
@@ -226,10 +444,14 @@ class Outbox:
             log.error("report rejected by the contract", extra={"fields": {
                 "agreement": row["address"], "period": row["period"], "error": error}})
 
-    def _fees(self, floor: tuple[int, int] | None = None) -> tuple[int, int]:
-        base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0))
-        tip = self.policy.priority_fee_wei if self.policy.priority_fee_wei is not None \
-            else int(self.w3.eth.max_priority_fee)
+    def _fees(self, floor: tuple[int, int] | None = None, base: int | None = None,
+              tip: int | None = None) -> tuple[int, int]:
+        if base is None:
+            base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0))
+        if self.policy.priority_fee_wei is not None:
+            tip = self.policy.priority_fee_wei
+        elif tip is None:
+            tip = int(self.w3.eth.max_priority_fee)
         max_fee = 2 * base + tip
         if floor is not None:
             bump = 100 + self.policy.fee_bump_pct
@@ -238,8 +460,9 @@ class Outbox:
         tip = min(tip, max_fee)
         return max_fee, tip
 
-    def _next_nonce(self) -> int:
-        chain = self.w3.eth.get_transaction_count(self.sender.address, "pending")
+    def _next_nonce(self, chain: int | None = None) -> int:
+        if chain is None:
+            chain = self.w3.eth.get_transaction_count(self.sender.address, "pending")
         with self.engine.connect() as conn:
             ours = conn.execute(select(tx_attempts.c.nonce).where(
                 tx_attempts.c.sender == self.sender.address, tx_attempts.c.status == "pending")).scalars().all()
@@ -249,17 +472,7 @@ class Outbox:
                        tip: int, report_values: dict[str, Any] | None = None) -> dict[str, Any]:
         """Sign the transaction and write it (and the report's new state) in one database
         transaction, before anything is broadcast."""
-        if self.policy.max_fee_wei is not None and max_fee > self.policy.max_fee_wei:
-            raise FeeCapExceeded(max_fee, self.policy.max_fee_wei)
-        params = {"from": self.sender.address, "nonce": nonce, "gas": gas, "maxFeePerGas": max_fee,
-                  "maxPriorityFeePerGas": tip, "chainId": self.w3.eth.chain_id}
-        tx = call.build_transaction(params) if call is not None else \
-            params | {"to": self.sender.address, "value": 0, "data": b""}
-        tx.pop("from", None)
-        signed = self.sender.sign_transaction(tx)
-        attempt = {"report_id": report_id, "sender": self.sender.address, "nonce": nonce, "gas": gas,
-                   "tx_hash": _hex(signed.hash), "raw": _hex(signed.raw_transaction), "max_fee": str(max_fee),
-                   "priority_fee": str(tip), "status": "pending", "sent_at": int(self.clock())}
+        attempt = self._sign(report_id, call, nonce, gas, max_fee, tip)
         with self.engine.begin() as conn:
             conn.execute(tx_attempts.insert().values(**attempt))
             if report_id is not None:
@@ -267,25 +480,46 @@ class Outbox:
                     tx_hash=attempt["tx_hash"], updated_at=now(), **(report_values or {})))
         return attempt
 
+    def _sign(self, report_id: int | None, call: Any, nonce: int, gas: int, max_fee: int, tip: int,
+              ) -> dict[str, Any]:
+        """Sign locally (a contract call, raw calldata to `to`, or a 0-value self-transfer)."""
+        if self.policy.max_fee_wei is not None and max_fee > self.policy.max_fee_wei:
+            raise FeeCapExceeded(max_fee, self.policy.max_fee_wei)
+        tx: dict[str, Any] = {"type": 2, "chainId": self.chain_id, "nonce": nonce, "gas": gas, "maxFeePerGas": max_fee,
+              "maxPriorityFeePerGas": tip, "to": self.sender.address, "value": 0, "data": b""}
+        if call is not None:
+            tx["to"], tx["data"] = call
+        signed = self.sender.sign_transaction(tx)
+        return {"report_id": report_id, "sender": self.sender.address, "nonce": nonce, "gas": gas,
+                "tx_hash": _hex(signed.hash), "raw": _hex(signed.raw_transaction), "max_fee": str(max_fee),
+                "priority_fee": str(tip), "status": "pending", "sent_at": int(self.clock())}
+
     def _broadcast(self, attempt: dict[str, Any]) -> None:
-        try:
-            self.w3.eth.send_raw_transaction(_unhex(attempt["raw"]))
-        except (Web3RPCError, ValueError) as exc:
-            msg = str(exc).lower()
-            if "already known" in msg or "known transaction" in msg or "already imported" in msg:
-                return
-            # nonce too low / underpriced / anything else: the stored attempt stays; `track`
-            # works out from the chain what happened and replaces or resends as needed
-            with self.engine.begin() as conn:
-                conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == attempt["tx_hash"]).values(
-                    error=str(exc)[:500]))
-            log.warning("broadcast refused", extra={"fields": {"tx": attempt["tx_hash"], "error": str(exc)[:200]}})
+        self._broadcast_many([attempt])
+
+    def _broadcast_many(self, attempts: list[dict[str, Any]]) -> None:
+        """eth_sendRawTransaction for each stored attempt, in one batch (in nonce order)."""
+        answers = self.rpc.batch([("eth_sendRawTransaction", [a["raw"]]) for a in attempts])
+        for attempt, answer in zip(attempts, answers):
+            if isinstance(answer, RpcError):
+                self._refused(attempt, answer)
+
+    def _refused(self, attempt: dict[str, Any], exc: Exception) -> None:
+        msg = str(exc).lower()
+        if "already known" in msg or "known transaction" in msg or "already imported" in msg:
+            return
+        # nonce too low / underpriced / anything else: the stored attempt stays; `track`
+        # works out from the chain what happened and replaces or resends as needed
+        with self.engine.begin() as conn:
+            conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == attempt["tx_hash"]).values(
+                error=str(exc)[:500]))
+        log.warning("broadcast refused", extra={"fields": {"tx": attempt["tx_hash"], "error": str(exc)[:200]}})
 
     def _replace(self, row: dict[str, Any], old: dict[str, Any]) -> None:
         """Same nonce, higher fees: whichever of the two is mined settles the period once."""
         max_fee, tip = self._fees(floor=(int(old["max_fee"]), int(old["priority_fee"])))
         try:
-            attempt = self._store_attempt(row["id"], self._call(self._agreement(row), row), old["nonce"],
+            attempt = self._store_attempt(row["id"], self._call(row), old["nonce"],
                                           old["gas"], max_fee, tip)
         except FeeCapExceeded as exc:
             self._set(row["id"], error=str(exc))
@@ -389,9 +623,16 @@ class Outbox:
             return
         ev = logs[-1]
         tx_hash = _hex(ev["transactionHash"])
-        ours = {a["tx_hash"] for a in self._attempts(row["id"])}
-        if tx_hash in ours:  # our own transaction after all (e.g. state lost between broadcast and write)
-            self._set(row["id"], MINED, tx_hash=tx_hash, block_number=ev["blockNumber"])
+        with self.engine.connect() as conn:  # every attempt, also those given up as dropped
+            ours = set(conn.execute(select(tx_attempts.c.tx_hash).where(
+                tx_attempts.c.report_id == row["id"])).scalars())
+        if tx_hash in ours:
+            # our own transaction after all (state lost between broadcast and write, or the node
+            # counted its nonce before it served its receipt and we took it for another's)
+            with self.engine.begin() as conn:
+                conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == tx_hash).values(
+                    status="mined", block_number=ev["blockNumber"], error=None))
+            self._set(row["id"], MINED, tx_hash=tx_hash, block_number=ev["blockNumber"], error=None)
             return
         root = _hex(ev["args"]["evidenceRoot"])
         note = row["error"] if keep_error else None
@@ -402,6 +643,16 @@ class Outbox:
         self.count("settled_elsewhere", row["agreement"])
         log.info("period already settled on-chain", extra={"fields": {
             "agreement": row["address"], "period": row["period"], "tx": tx_hash}})
+
+
+def _getter(name: str) -> str:
+    return "0x" + selector("Agreement", name).hex()
+
+
+def _receipt_of(raw: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a JSON receipt the outbox reads, as integers."""
+    return {"status": int(raw.get("status") or "0x0", 16), "blockNumber": int(raw["blockNumber"], 16),
+            "transactionHash": raw.get("transactionHash")}
 
 
 class FeeCapExceeded(RuntimeError):

@@ -53,6 +53,24 @@ def add_signature(engine: Engine, address: str, period: int, digest: bytes, sign
     return oracle
 
 
+def add_signatures(engine: Engine, address: str, period: int, digest: bytes, sigs: list[bytes],
+                   config: Config, origin: str) -> list[str]:
+    """`add_signature` for several signatures over the same digest, stored in one database
+    transaction; returns the oracles whose signatures were valid."""
+    rows, oracles = [], []
+    for signature in sigs:
+        oracle = signer_of(digest, signature)
+        if oracle is None or oracle not in config.oracles:
+            continue
+        oracles.append(oracle)
+        rows.append({"address": address, "period": period, "digest": "0x" + digest.hex(), "oracle": oracle,
+                     "signature": "0x" + signature.hex(), "origin": origin, "created_at": now()})
+    if rows:
+        with engine.begin() as conn:
+            insert_ignore(conn, signatures, rows)
+    return oracles
+
+
 def collected(engine: Engine, address: str, period: int, digest: bytes, config: Config) -> dict[int, bytes]:
     """oracle index -> signature, for oracles of `config` that signed `digest`."""
     with engine.connect() as conn:

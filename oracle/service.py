@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import os
+import pickle
 import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,19 +23,19 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from web3 import Web3
 from web3.contract import Contract
 
 from . import db
 from .bundle import write_bundle
-from .chain import contract
-from .db import insert_ignore, quarantine, reports
+from .chain import RpcError, contract, decode_event, decode_result, event_topic, selector
+from .db import insert_ignore, quarantine, reports, signatures
 from .ingest import IngestResult, export_evidence, ingest_file, ingest_folder, ingest_rows
 from .keystore import KeyRing, KeystoreError, load_keystore, read_password
 from .outbox import CLOSED, FINAL, IN_FLIGHT, SIGNED, Hook, Outbox, TxPolicy
-from .peers import add_signature, collected, pull, served
+from .peers import add_signatures, collected, pull, served, signer_of
 from .report import report_from_result
 from .schedule import Config
 from .settings import AgreementSpec, Settings
@@ -115,6 +119,7 @@ class _Served:
     address: str
     contract: Contract | None = None
     config: Config | None = None
+    config_hash: bytes | None = None  # of `config`
 
 
 def fetch_config(agreement: Contract, from_block: int = 0) -> Config:
@@ -130,13 +135,22 @@ def fetch_config(agreement: Contract, from_block: int = 0) -> Config:
                        f"0x{current.hex()} (from_block {from_block})")
 
 
+CHUNK = 50  # agreements whose closes, signatures and transactions are batched together
+LOGS_GROUP = 200  # agreements whose Config logs are fetched by one eth_getLogs
+
+
+def _getter(name: str) -> str:
+    return "0x" + selector("Agreement", name).hex()
+
+
 class Service:
     """One oracle node. `clock` and `hook(point, report_row)` are injectable (tests: a fixed
     date; a hook that kills the process at 'closed', 'signed', 'sent_persisted', 'broadcast')."""
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time, hook: Hook | None = None,
                  keyring: KeyRing | None = None, submitter: LocalAccount | None = None,
-                 registry: CollectorRegistry | None = None, w3: Web3 | None = None) -> None:
+                 registry: CollectorRegistry | None = None, w3: Web3 | None = None,
+                 workers: int | None = None) -> None:
         self.settings, self.clock = settings, clock
         self.hook: Hook = hook or (lambda point, row: None)
         self.engine: Engine = db.connect(settings.db_url)
@@ -165,17 +179,33 @@ class Service:
         for spec in settings.agreements:
             terms = load_terms(spec.terms)
             self.served[spec.key] = _Served(spec, terms, spec.terms.read_bytes(), to_checksum_address(spec.address))
-        self._chain_id: int | None = None
+        self.rpc = self.outbox.rpc
+        self._prepared: dict[tuple[str, int], dict[str, Any] | Exception] = {}  # closes done by workers
+        self._jobs: dict[str, Future[dict[str, Any]]] = {}  # agreement -> its worker job this tick
+        self._pool: ProcessPoolExecutor | None = None
+        self.workers = default_workers(len(self.served)) if workers is None else workers
         self._http: ThreadingHTTPServer | None = None
+
+    def start_workers(self) -> None:
+        """Start (and warm up) the worker processes, if this node uses any; `tick` does it on
+        first use, `run` at start-up. Spawned, not forked: polars and web3 hold threads. A pool
+        broken by a dead worker is replaced."""
+        if self._pool is not None and getattr(self._pool, "_broken", False):
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        if self._pool is not None or self.workers <= 0:
+            return
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_worker_init, initargs=(self.settings.db_url,))
+        for f in [self._pool.submit(_warm, i) for i in range(self.workers)]:
+            f.result()
 
     def _hook(self, point: str, row: dict[str, Any]) -> None:
         self.hook(point, row)
 
     @property
     def chain_id(self) -> int:
-        if self._chain_id is None:
-            self._chain_id = int(self.w3.eth.chain_id)
-        return self._chain_id
+        return self.outbox.chain_id
 
     # ------------------------------------------------------------------ agreements
 
@@ -188,18 +218,92 @@ class Service:
                     return a
         raise ServiceError(f"this node does not serve agreement {key!r}")
 
-    def _refresh(self, a: _Served) -> Config:
-        """The on-chain Config (re-read when `configHash` changes); the terms must match it."""
-        if a.contract is None:
-            a.contract = contract(self.w3, "Agreement", a.address)
-        current = bytes(a.contract.functions.configHash().call())
-        if a.config is None or a.config.hash() != current:
-            config = fetch_config(a.contract, self.settings.from_block)
-            if "0x" + config.terms_hash.hex() != terms_hash(a.terms):
-                raise ServiceError(f"{a.spec.terms} hashes to {terms_hash(a.terms)} but agreement {a.address} "
-                                   f"was made for 0x{config.terms_hash.hex()}")
-            a.config = config
+    def _refresh(self, a: _Served, current: bytes | None = None) -> Config:
+        """The on-chain Config (re-read when `configHash` changes); the terms must match it.
+        `current` is the configHash already read (by `_snapshot`)."""
+        if current is None:
+            got = self._snapshot([a])[a.spec.key]
+            if isinstance(got, Exception):
+                raise got
+            current = got[0]
+        if a.config is None or a.config_hash != current:
+            failed = self._load_configs([(a, current)])
+            if failed:
+                raise failed[a.spec.key]
+        assert a.config is not None
         return a.config
+
+    def _snapshot(self, agreements: list[_Served]) -> dict[str, tuple[bytes, int] | Exception]:
+        """(configHash, nextPeriod) of each agreement, read in one JSON-RPC batch; each agreement
+        whose Config is not known yet (or changed) has it loaded from its logs, also batched. An
+        agreement that cannot be read gets its exception instead; a node that cannot be reached
+        raises."""
+        calls: list[tuple[str, list[Any]]] = []
+        for a in agreements:
+            calls += [("eth_call", [{"to": a.address, "data": _getter("configHash")}, "latest"]),
+                      ("eth_call", [{"to": a.address, "data": _getter("nextPeriod")}, "latest"])]
+        answers = self.rpc.batch(calls)
+        out: dict[str, tuple[bytes, int] | Exception] = {}
+        stale: list[tuple[_Served, bytes]] = []
+        for k, a in enumerate(agreements):
+            config_hash, next_period = answers[2 * k:2 * k + 2]
+            bad = next((x for x in (config_hash, next_period) if isinstance(x, RpcError)), None)
+            if bad is not None:
+                out[a.spec.key] = bad
+                continue
+            try:
+                current = bytes(decode_result("Agreement", "configHash", config_hash))
+                out[a.spec.key] = (current, int(decode_result("Agreement", "nextPeriod", next_period)))
+            except Exception as exc:  # noqa: BLE001 - e.g. no contract at that address
+                out[a.spec.key] = ServiceError(f"agreement {a.address}: cannot read its state ({exc})")
+                continue
+            if a.config is None or a.config_hash != current:
+                stale.append((a, current))
+        for key, exc in self._load_configs(stale).items():
+            out[key] = exc
+        return out
+
+    def _load_configs(self, stale: list[tuple[_Served, bytes]]) -> dict[str, Exception]:
+        """Rebuild each agreement's Config from its logs (AgreementConfigured, then every
+        OracleSetChanged; one batch) and check it against `configHash` and the terms file."""
+        if not stale:
+            return {}
+        topics = [[event_topic("Agreement", "AgreementConfigured"), event_topic("Agreement", "OracleSetChanged")]]
+        # one eth_getLogs per group of agreements (the node scans the blocks once per query)
+        groups = [stale[i:i + LOGS_GROUP] for i in range(0, len(stale), LOGS_GROUP)]
+        answers = self.rpc.batch([("eth_getLogs", [{
+            "address": [a.address for a, _ in group], "fromBlock": hex(self.settings.from_block),
+            "toBlock": "latest", "topics": topics}]) for group in groups])
+        by_address: dict[str, list[dict[str, Any]] | Exception] = {}
+        for group, answer in zip(groups, answers):
+            for a, _ in group:
+                by_address[a.address.lower()] = answer if isinstance(answer, Exception) else []
+            if not isinstance(answer, Exception):
+                for lg in answer:
+                    found = by_address.get(str(lg["address"]).lower())
+                    if isinstance(found, list):
+                        found.append(lg)
+        failed: dict[str, Exception] = {}
+        for a, current in stale:
+            try:
+                logs = by_address[a.address.lower()]
+                if isinstance(logs, Exception):
+                    raise logs
+                blobs = [bytes(decode_event("Agreement", "AgreementConfigured" if lg["topics"][0] == topics[0][0]
+                                            else "OracleSetChanged", lg)["config"]) for lg in logs]
+                blob = next((b for b in reversed(blobs) if keccak(b) == current), None)
+                if blob is None:
+                    raise ServiceError(f"agreement {a.address}: no Config in its logs hashes to configHash "
+                                       f"0x{current.hex()} (from_block {self.settings.from_block})")
+                config = Config.decode(blob)
+                if "0x" + config.terms_hash.hex() != terms_hash(a.terms):
+                    raise ServiceError(f"{a.spec.terms} hashes to {terms_hash(a.terms)} but agreement {a.address} "
+                                       f"was made for 0x{config.terms_hash.hex()}")
+            except Exception as exc:  # noqa: BLE001 - this agreement only
+                failed[a.spec.key] = exc
+                continue
+            a.config, a.config_hash = config, current
+        return failed
 
     def _signing_keys(self, a: _Served, config: Config) -> list[str]:
         wanted = [to_checksum_address(k) for k in a.spec.keys] or self.keyring.addresses
@@ -233,7 +337,10 @@ class Service:
     def _ingest_inbox(self, a: _Served) -> None:
         if a.spec.inbox is None:
             return
-        for result in ingest_folder(self.engine, a.terms, a.spec.key, a.spec.inbox, self._frozen_before(a)):
+        self._ingested(a, ingest_folder(self.engine, a.terms, a.spec.key, a.spec.inbox, self._frozen_before(a)))
+
+    def _ingested(self, a: _Served, results: list[IngestResult]) -> None:
+        for result in results:
             if not result.skipped:
                 self.metrics.ingest(a.spec.key, result)
                 log.info("ingested", extra={"fields": {"agreement": a.spec.key} | {
@@ -248,47 +355,110 @@ class Service:
         return dict(row) if row else None
 
     def close_period(self, a: _Served, config: Config, period: int) -> dict[str, Any]:
-        """Freeze the evidence into a bundle, compute, build the report (state `closed`)."""
-        existing = self._report(a, period)
-        if existing is not None:
-            return existing
-        label = period_labels(a.terms)[period]
-        start, end = config.period_bounds[period], config.period_bounds[period + 1]
-        with self.engine.connect() as conn:
-            files = export_evidence(conn, a.spec.key, start, end)
-        bundle, result = write_bundle(self.settings.bundle_store(), a.terms_bytes, files, label,
-                                      meta={"address": a.address, "chain_id": self.chain_id})
-        report = report_from_result(result, period)
-        credit = config.credit(report.attainments)
-        if credit != result.total_credit:
-            log.warning("schedule credit differs from the engine's", extra={"fields": {
-                "agreement": a.address, "period": period, "engine": result.total_credit, "schedule": credit}})
-        stamp = db.now()
-        with self.engine.begin() as conn:
-            insert_ignore(conn, reports, [{
-                "agreement": a.spec.key, "address": a.address, "period": period, "label": label, "state": CLOSED,
-                "bundle_id": bundle.id, "terms_hash": result.terms_hash, "evidence_root": result.evidence_root,
-                "attainments": "0x" + report.packed_attainments.hex(),
-                "digest": "0x" + report.digest(self.chain_id, a.address).hex(),
-                "config": "0x" + config.encoded().hex(), "credit": str(credit),
-                "created_at": stamp, "updated_at": stamp}])
-        row = self._report(a, period)
-        assert row is not None
-        log.info("period closed", extra={"fields": {"agreement": a.address, "period": period, "label": label,
-                                                     "bundle": bundle.id, "evidence_root": result.evidence_root,
-                                                     "credit": credit}})
-        self.hook("closed", row)
-        return row
+        """Freeze the evidence into a bundle, compute, build the report (state `closed`). The
+        CPU part (export, bundle, KPI engine) may already be done by a worker process (`tick`
+        starts it right after the agreement's inbox is ingested)."""
+        out = self._close_many([(a, config, period)])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def _close_many(self, items: list[tuple[_Served, Config, int]]) -> list[dict[str, Any] | Exception]:
+        """`close_period` for several agreements: the reports are written in one database
+        transaction (each bundle is on disk, fsynced, before), then each gets its `closed` hook."""
+        out: list[dict[str, Any] | Exception | None] = []
+        values: list[dict[str, Any]] = []
+        for a, config, period in items:
+            try:
+                existing = self._report(a, period)
+                if existing is not None:
+                    out.append(existing)
+                    continue
+                ready = self._prepared.pop((a.spec.key, period), None)
+                if isinstance(ready, Exception):
+                    raise ready
+                closed = ready if ready is not None else prepare_close(self.engine, self._close_job(a, config, period))
+                credit = config.credit(closed["attainments"])
+                if credit != closed["total_credit"]:
+                    log.warning("schedule credit differs from the engine's", extra={"fields": {
+                        "agreement": a.address, "period": period, "engine": closed["total_credit"],
+                        "schedule": credit}})
+                stamp = db.now()
+                values.append({
+                    "agreement": a.spec.key, "address": a.address, "period": period,
+                    "label": period_labels(a.terms)[period], "state": CLOSED,
+                    "bundle_id": closed["bundle_id"], "terms_hash": closed["terms_hash"],
+                    "evidence_root": closed["evidence_root"], "attainments": closed["packed_attainments"],
+                    "digest": closed["digest"], "config": "0x" + config.encoded().hex(), "credit": str(credit),
+                    "created_at": stamp, "updated_at": stamp})
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - this agreement only
+                out.append(exc)
+        if values:
+            with self.engine.begin() as conn:
+                insert_ignore(conn, reports, values)
+        done: list[dict[str, Any] | Exception] = []
+        for (a, _, period), got in zip(items, out):
+            if got is not None:
+                done.append(got)
+                continue
+            row = self._report(a, period)
+            assert row is not None
+            log.info("period closed", extra={"fields": {"agreement": a.address, "period": period,
+                                                         "label": row["label"], "bundle": row["bundle_id"],
+                                                         "evidence_root": row["evidence_root"],
+                                                         "credit": row["credit"]}})
+            self.hook("closed", row)
+            done.append(row)
+        return done
+
+    def _close_job(self, a: _Served, config: Config, period: int) -> dict[str, Any]:
+        return {"key": a.spec.key, "address": a.address, "period": period, "label": period_labels(a.terms)[period],
+                "start": config.period_bounds[period], "end": config.period_bounds[period + 1],
+                "terms_bytes": a.terms_bytes, "store": str(self.settings.bundle_store()), "chain_id": self.chain_id}
+
+    def _start_job(self, a: _Served, next_period: int) -> None:
+        """Hand the agreement's CPU work of this pass to a worker process: ingest its inbox, then
+        start closing its first due period without a report (export, bundle, KPI engine), so
+        the main process moves other agreements' reports on meanwhile. The close is
+        speculative: if the pass does not get to that period, the bundle (content-addressed,
+        idempotent) is simply not used."""
+        assert self._pool is not None
+        job: dict[str, Any] = {"key": a.spec.key, "terms": a.terms, "inbox": a.spec.inbox,
+                               "frozen_before": self._frozen_before(a), "close": None}
+        config = a.config
+        if config is not None:
+            have = self._reports(a)
+            for period in range(config.period_count):
+                if not self._due(config, period):
+                    break
+                if period not in have:
+                    job["close"] = self._close_job(a, config, period)
+                    break
+        self._jobs[a.spec.key] = self._pool.submit(_job_in_worker, job)
+
+    def _finish_job(self, a: _Served) -> None:
+        """Wait for the agreement's worker job: record its ingest (or raise its failure) and
+        keep its close for `close_period`."""
+        future = self._jobs.pop(a.spec.key, None)
+        if future is None:
+            return
+        done = future.result()
+        if isinstance(done["ingest"], Exception):
+            raise done["ingest"]
+        self._ingested(a, done["ingest"])
+        if done["period"] is not None:
+            self._prepared[(a.spec.key, done["period"])] = done["closed"]
 
     def collect(self, a: _Served, config: Config, row: dict[str, Any]) -> dict[str, Any]:
         """Sign with the local keys, pull the peers' signatures; `signed` once M are in hand."""
         digest = bytes.fromhex(row["digest"][2:])
         have = collected(self.engine, a.address, row["period"], digest, config)
-        for address in self._signing_keys(a, config):
-            if config.oracle_index(address) not in have:
-                add_signature(self.engine, a.address, row["period"], digest,
-                              self.keyring.sign_digest(address, digest), config, origin="local")
-        have = collected(self.engine, a.address, row["period"], digest, config)
+        mine = [self.keyring.sign_digest(address, digest) for address in self._signing_keys(a, config)
+                if config.oracle_index(address) not in have]
+        if mine:  # one database transaction for all local signatures
+            add_signatures(self.engine, a.address, row["period"], digest, mine, config, origin="local")
+            have = collected(self.engine, a.address, row["period"], digest, config)
         if len(have) < config.threshold:
             for peer in self.settings.peers:
                 pull(self.engine, peer, a.address, row["period"], digest, config)
@@ -298,27 +468,94 @@ class Service:
             return self._report(a, row["period"]) or row
         chosen = dict(sorted(have.items())[:config.threshold])
         self.outbox.record(row["id"], SIGNED, signatures="0x" + pack_signatures(chosen).hex(),
-                         config="0x" + config.encoded().hex(), error=None)
+                           config="0x" + config.encoded().hex(), error=None)
+        return self._signed(a, row, chosen)
+
+    def _signed(self, a: _Served, row: dict[str, Any], chosen: dict[int, bytes]) -> dict[str, Any]:
         row = self._report(a, row["period"]) or row
         log.info("report signed", extra={"fields": {"agreement": a.address, "period": row["period"],
                                                      "oracles": sorted(chosen)}})
         self.hook("signed", row)
         return row
 
+    def _collect_many(self, items: list[tuple[_Served, Config, dict[str, Any]]]) -> list[dict[str, Any] | Exception]:
+        """`collect` for several closed reports: where the local keys (with signatures already
+        held) reach the threshold, the signatures and the `signed` states of all are written in
+        one database transaction; the others take `collect` (peers)."""
+        out: list[dict[str, Any] | Exception | None] = []
+        fast: list[tuple[int, list[dict[str, Any]], dict[int, bytes]]] = []
+        for k, (a, config, row) in enumerate(items):
+            try:
+                if row["state"] != CLOSED:
+                    out.append(row)
+                    continue
+                digest = bytes.fromhex(row["digest"][2:])
+                have = collected(self.engine, a.address, row["period"], digest, config)
+                new: list[dict[str, Any]] = []
+                for address in self._signing_keys(a, config):
+                    index = config.oracle_index(address)
+                    if index in have:
+                        continue
+                    sig = self.keyring.sign_digest(address, digest)
+                    if signer_of(digest, sig) != address:
+                        continue
+                    have[index] = sig
+                    new.append({"address": a.address, "period": row["period"], "digest": row["digest"],
+                                "oracle": address, "signature": "0x" + sig.hex(), "origin": "local",
+                                "created_at": db.now()})
+                if len(have) < config.threshold:
+                    out.append(self.collect(a, config, row))
+                    continue
+                fast.append((k, new, dict(sorted(have.items())[:config.threshold])))
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - this agreement only
+                out.append(exc)
+        if fast:
+            stamp = db.now()
+            with self.engine.begin() as conn:
+                insert_ignore(conn, signatures, [r for _, new, _ in fast for r in new])
+                for k, _, chosen in fast:
+                    a, config, row = items[k]
+                    conn.execute(update(reports).where(reports.c.id == row["id"]).values(
+                        state=SIGNED, signatures="0x" + pack_signatures(chosen).hex(),
+                        config="0x" + config.encoded().hex(), error=None, updated_at=stamp))
+            for k, _, chosen in fast:
+                a, _, row = items[k]
+                out[k] = self._signed(a, row, chosen)
+        return [x for x in out if x is not None]  # type: ignore[misc]
+
     def _due(self, config: Config, period: int) -> bool:
         return config.period_bounds[period + 1] + self.settings.grace <= self.clock()
 
-    def serve_agreement(self, a: _Served, submit: bool = True, close: bool = True) -> None:
+    def _reports(self, a: _Served) -> dict[int, dict[str, Any]]:
+        """The agreement's outbox rows by period (one query)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(reports).where(reports.c.agreement == a.spec.key)).mappings().all()
+        return {r["period"]: dict(r) for r in rows}
+
+    def serve_agreement(self, a: _Served, submit: bool = True, close: bool = True, defer: bool = False,
+                        snapshot: tuple[bytes, int] | None = None) -> tuple[str, int] | None:
         """One pass over an agreement's periods, in order. `submit=False` closes and signs but
-        sends nothing; `close=False` only moves reports already signed (or in flight) on."""
-        config = self._refresh(a)
-        assert a.contract is not None
-        next_period = a.contract.functions.nextPeriod().call()
+        sends nothing; `close=False` only moves reports already signed (or in flight) on.
+        `defer=True` (the loop): instead of closing a period or moving a signed or in-flight
+        report on itself, the pass ends and returns ("close", period) or ("row", row id), for
+        the loop to close, sign and move it with the other agreements' reports in batches (and to
+        call this again once that report is final).
+        `snapshot` is (configHash, nextPeriod) as read by `_snapshot`."""
+        config = self._refresh(a, snapshot[0] if snapshot else None)
+        next_period = snapshot[1] if snapshot else int(decode_result(
+            "Agreement", "nextPeriod", self.rpc.call("eth_call", [{"to": a.address, "data": _getter("nextPeriod")},
+                                                                  "latest"])))
+        rows = self._reports(a)
+        blocked: tuple[str, int] | None = None
         for period in range(config.period_count):
-            row = self._report(a, period)
+            row = rows.get(period)
             if row is not None and row["state"] in FINAL:
                 continue
             if row is not None and row["state"] in IN_FLIGHT:
+                if submit and defer:
+                    blocked = ("row", row["id"])
+                    break
                 if not submit or self.outbox.step(row["id"]) not in FINAL:
                     break  # periods settle in order: nothing after an unsettled one can go
                 continue
@@ -333,15 +570,23 @@ class Service:
                 break
             if not close and (row is None or row["state"] == CLOSED):
                 break  # `submit`: only what is already signed goes out
+            if row is None and defer:
+                blocked = ("close", period)
+                break
             if row is None:
                 row = self.close_period(a, config, period)
             if row["state"] == CLOSED:
                 row = self.collect(a, config, row)
             if row["state"] != SIGNED or not submit:
                 break
+            if defer:
+                blocked = ("row", row["id"])
+                break
             if self.outbox.step(row["id"]) not in FINAL:
                 break
-        self._update_lag(a, config)
+        if blocked is None:
+            self._update_lag(a, config)
+        return blocked
 
     def _placeholder(self, a: _Served, period: int) -> dict[str, Any]:
         stamp = db.now()
@@ -356,11 +601,12 @@ class Service:
     def _update_lag(self, a: _Served, config: Config) -> None:
         now = self.clock()
         lag = 0.0
+        rows = self._reports(a)
         for period in range(config.period_count):
             end = config.period_bounds[period + 1]
             if end > now:
                 break
-            row = self._report(a, period)
+            row = rows.get(period)
             if row is None or row["state"] not in FINAL:
                 lag = now - end
                 break
@@ -368,22 +614,129 @@ class Service:
 
     # ------------------------------------------------------------------ loop
 
+    def _failed(self, a: _Served, exc: BaseException) -> None:
+        kind = exc.kind if isinstance(exc, WorkerError) else type(exc).__name__
+        self.metrics.failures.labels(a.spec.key, kind).inc()
+        log.error("agreement pass failed", extra={"fields": {
+            "agreement": a.spec.key, "error": f"{kind}: {str(exc)[:300]}"}})
+
     def tick(self, submit: bool = True, progress: Callable[[str], None] | None = None) -> None:
         """One loop: for every agreement, ingest, close, sign, submit, confirm. An agreement's
         failure (node down, bad terms) is logged and counted; the others go on. `progress` is
-        called with each agreement's key once it is done (the CLI's progress bar)."""
-        for a in self.served.values():
-            try:
-                self._ingest_inbox(a)
-                self.serve_agreement(a, submit=submit)
-            except Exception as exc:  # noqa: BLE001 - keep serving the others; retried next loop
-                kind = type(exc).__name__
-                self.metrics.failures.labels(a.spec.key, kind).inc()
-                log.error("agreement pass failed", extra={"fields": {
-                    "agreement": a.spec.key, "error": f"{kind}: {str(exc)[:300]}"}})
+        called with each agreement's key once it is done (the CLI's progress bar).
+
+        The chain work is batched across agreements, in rounds: the agreements' on-chain state
+        is read in one JSON-RPC batch, each agreement is served (ingest, close, sign) up to the
+        report it has to send or track, then all those reports move on together
+        (`Outbox.step_many`); agreements whose report became final get another round for their
+        next periods."""
+        agreements = list(self.served.values())
+        self.start_workers()
+        try:
+            first: dict[str, tuple[bytes, int] | Exception] | None = self._snapshot(agreements)
+        except Exception as exc:  # noqa: BLE001 - node unreachable: every agreement waits
+            first = {a.spec.key: exc for a in agreements}
+        pending: list[_Served] = []
+        try:
+            for a in agreements:
+                try:
+                    if self._pool is None:
+                        self._ingest_inbox(a)
+                    else:
+                        state = first[a.spec.key]
+                        self._start_job(a, -1 if isinstance(state, Exception) else state[1])
+                except Exception as exc:  # noqa: BLE001 - keep serving the others; retried next loop
+                    self._failed(a, exc)
+                    if progress is not None:
+                        progress(a.spec.key)
+                    continue
+                pending.append(a)
+            self._serve_rounds(pending, first, submit, progress)
+        finally:
+            for future in self._jobs.values():
+                future.cancel()
+            self._jobs.clear()
+            self._prepared.clear()
+        self.metrics.last_tick.set(self.clock())
+
+    def _serve_rounds(self, pending: list[_Served], first: dict[str, tuple[bytes, int] | Exception] | None,
+                      submit: bool, progress: Callable[[str], None] | None) -> None:
+        while pending:
+            if first is not None:
+                snapshot, first = first, None
+            else:
+                try:
+                    snapshot = self._snapshot(pending)
+                except Exception as exc:  # noqa: BLE001 - node unreachable: every agreement waits
+                    snapshot = {a.spec.key: exc for a in pending}
+            again: list[_Served] = []
+            for i in range(0, len(pending), CHUNK):
+                again += self._serve_chunk(pending[i:i + CHUNK], snapshot, submit, progress)
+            pending = again
+
+    def _serve_chunk(self, chunk: list[_Served], snapshot: dict[str, tuple[bytes, int] | Exception], submit: bool,
+                     progress: Callable[[str], None] | None) -> list[_Served]:
+        """Serve a chunk of agreements: each pass up to what it has to close or send; then the
+        closes (one transaction), the signatures (one transaction), and the outbox steps of all
+        their reports (batched). Returns the agreements whose report became final (their next
+        period may be due)."""
+        def done(a: _Served) -> None:
+            if a.config is not None:
+                self._update_lag(a, a.config)
             if progress is not None:
                 progress(a.spec.key)
-        self.metrics.last_tick.set(self.clock())
+
+        waiting: dict[int, _Served] = {}
+        closing: list[tuple[_Served, Config, int]] = []
+        for a in chunk:
+            try:
+                self._finish_job(a)
+                state = snapshot[a.spec.key]
+                if isinstance(state, Exception):
+                    raise state
+                blocked = self.serve_agreement(a, submit=submit, defer=True, snapshot=state)
+            except Exception as exc:  # noqa: BLE001 - keep serving the others; retried next loop
+                self._failed(a, exc)
+                blocked = None
+            if blocked is None:
+                if progress is not None:
+                    progress(a.spec.key)
+            elif blocked[0] == "close":
+                assert a.config is not None
+                closing.append((a, a.config, blocked[1]))
+            else:
+                waiting[blocked[1]] = a
+        if closing:
+            closed = self._close_many(closing)
+            ok = [(a, config, row) for (a, config, _), row in zip(closing, closed) if not isinstance(row, Exception)]
+            for (a, _, _), row in zip(closing, closed):
+                if isinstance(row, Exception):
+                    self._failed(a, row)
+                    done(a)
+            for (a, _, _), row in zip(ok, self._collect_many(ok)):
+                if isinstance(row, Exception):
+                    self._failed(a, row)
+                    done(a)
+                elif row["state"] == SIGNED and submit:
+                    waiting[row["id"]] = a
+                else:
+                    done(a)
+        if not waiting:
+            return []
+        try:
+            states: dict[int, str | Exception] = self.outbox.step_many(list(waiting))
+        except Exception as exc:  # noqa: BLE001
+            states = {row_id: exc for row_id in waiting}
+        again = []
+        for row_id, a in waiting.items():
+            state = states.get(row_id)
+            if state in FINAL:
+                again.append(a)  # its next period may be due too
+                continue
+            if isinstance(state, Exception):
+                self._failed(a, state)
+            done(a)
+        return again
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Loop until SIGTERM/SIGINT (or `stop`): the current pass finishes, then the node exits."""
@@ -392,6 +745,7 @@ class Service:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda signum, frame: stop.set())
         self.start_http()
+        self.start_workers()
         log.info("oracle started", extra={"fields": {
             "agreements": [a.address for a in self.served.values()], "submitter": self.submitter.address,
             "keys": self.keyring.addresses, "listen": self.settings.listen}})
@@ -404,6 +758,9 @@ class Service:
             log.info("oracle stopped", extra={"fields": {}})
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
@@ -473,3 +830,91 @@ class Service:
 
 def period_bounds_of(terms: Terms, period: int) -> tuple[int, int]:
     return period_bounds(terms, period_labels(terms)[period])
+
+
+# ------------------------------------------------------------------ closing periods (also in worker processes)
+
+_WORKER: dict[str, Engine] = {}
+
+
+def prepare_close(engine: Engine, job: dict[str, Any]) -> dict[str, Any]:
+    """The CPU part of closing a period: export the period's rows, freeze them into a bundle
+    (written and fsynced before the report that names it is stored), run the KPI engine on the
+    frozen copy and build the report. Returns the report's fields."""
+    with engine.connect() as conn:
+        files = export_evidence(conn, job["key"], job["start"], job["end"])
+    bundle, result = write_bundle(job["store"], job["terms_bytes"], files, job["label"],
+                                  meta={"address": job["address"], "chain_id": job["chain_id"]})
+    report = report_from_result(result, job["period"])
+    return {"bundle_id": bundle.id, "terms_hash": result.terms_hash, "evidence_root": result.evidence_root,
+            "attainments": report.attainments, "packed_attainments": "0x" + report.packed_attainments.hex(),
+            "digest": "0x" + report.digest(job["chain_id"], job["address"]).hex(),
+            "total_credit": result.total_credit}
+
+
+def _worker_init(db_url: str) -> None:
+    _WORKER["engine"] = db.connect(db_url)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the node was killed (SIGKILL: no shutdown): do not linger
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=orphaned, name="orphan-watch", daemon=True).start()
+
+
+class WorkerError(RuntimeError):
+    """An exception raised in a worker process that could not travel back as itself."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (WorkerError, (self.kind, self.message))
+
+
+def _portable(exc: Exception) -> Exception:
+    """`exc` if it survives pickling both ways (an exception that does not would break the
+    whole pool when its result is read), else a WorkerError with its class name and text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001
+        return WorkerError(type(exc).__name__, str(exc))
+
+
+def _job_in_worker(job: dict[str, Any]) -> dict[str, Any]:
+    """A worker's share of one agreement's pass: ingest the inbox, then close a period. Failures
+    are returned (and raised in the main process where the work would have run)."""
+    engine = _WORKER["engine"]
+    out: dict[str, Any] = {"ingest": [], "period": None, "closed": None}
+    try:
+        if job["inbox"] is not None:
+            out["ingest"] = ingest_folder(engine, job["terms"], job["key"], job["inbox"], job["frozen_before"])
+    except Exception as exc:  # noqa: BLE001 - the main process raises it
+        out["ingest"] = _portable(exc)
+        return out
+    if job["close"] is not None:
+        out["period"] = job["close"]["period"]
+        try:
+            out["closed"] = prepare_close(engine, job["close"])
+        except Exception as exc:  # noqa: BLE001
+            out["closed"] = _portable(exc)
+    return out
+
+
+def _warm(_: int) -> int:
+    return os.getpid()
+
+
+def default_workers(agreements: int) -> int:
+    """Worker processes for ingesting and closing periods: $SLACOMP_ORACLE_WORKERS, else one
+    per core plus one (each blocks a moment in fsync while writing its bundle) when the node
+    serves enough agreements for the start-up cost to pay off (none otherwise)."""
+    env = os.environ.get("SLACOMP_ORACLE_WORKERS")
+    if env is not None:
+        return max(0, int(env))
+    cores = os.cpu_count() or 1
+    return cores + 1 if cores > 1 and agreements >= 16 else 0

@@ -425,3 +425,135 @@ def test_cli_ingest_close_submit_status(deployed, keystores, tmp_path):
     assert out.returncode == 2 and "does not serve agreement" in out.stderr
     out = run_node(cfg, "ingest", "--agreement", "nope", files[0])
     assert out.returncode == 2 and "does not serve agreement" in out.stderr
+
+
+# ------------------------------------------------------------------ many agreements per tick (batched outbox)
+
+
+def _many(tmp_path, keystores, anvil, n: int, **extra) -> tuple[list, Path]:
+    """n agreements on the module's Anvil served by one node (each with the example evidence)."""
+    import shutil
+
+    deps = [deploy_agreement(anvil.w3(), anvil.url) for _ in range(n)]
+    cfg = write_config(tmp_path, deps[0], keystores, keys=["oracle0", "oracle1"], submitter="submitter0", **extra)
+    lines = []
+    for i, dep in enumerate(deps[1:], 1):
+        inbox = tmp_path / f"inbox{i}"
+        shutil.copytree(EXAMPLE / "evidence", inbox)
+        lines += ["", "[[agreements]]", f'address = "{dep.agreement.address}"', f'terms = "{dep.terms_path}"',
+                  f'inbox = "{inbox}"']
+    cfg.write_text(cfg.read_text() + "\n".join(lines) + "\n")
+    return deps, cfg
+
+
+def _states(service: Service) -> list[str]:
+    return [a["reports"][0]["state"] if a["reports"] else None for a in service.status()]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_many_agreements_are_broadcast_in_one_batch_then_confirmed(keystores, tmp_path, anvil, workers):
+    """One tick closes and signs every agreement's report, stores every transaction (consecutive
+    nonces) before broadcasting them together; receipts are collected in one pass. With a
+    worker process (workers=1) the ingest and close run there and give the same reports."""
+    deps, cfg = _many(tmp_path, keystores, anvil, 3)
+    service = Service(settings_from(cfg), workers=workers)
+    automine(deps[0], False)
+    try:
+        service.tick()
+        tried = attempts(service)
+        assert sorted(a["nonce"] for a in tried) == [0, 1, 2] and _states(service) == [SENT] * 3
+        assert all(a["status"] == "pending" for a in tried)
+        mine(deps[0])
+    finally:
+        automine(deps[0], True)
+    service.tick()
+    assert _states(service) == [CONFIRMED] * 3
+    for dep in deps:
+        logs = settlements(dep)
+        assert len(logs) == 1 and logs[0]["args"]["evidenceRoot"] == bytes.fromhex(OCTOBER.evidence_root[2:])
+    assert nonce_of(deps[0], keystores["submitter_keys"][0]) == 3 and len(attempts(service)) == 3
+    service.tick()  # nothing more to do, nothing resent
+    assert nonce_of(deps[0], keystores["submitter_keys"][0]) == 3
+    service.close()
+
+
+@pytest.mark.parametrize("point", ["sent_persisted", "broadcast"])
+def test_crash_inside_a_batch_then_restart_settles_each_once(keystores, tmp_path, anvil, point):
+    """Killed once the batch's transactions are all stored (none broadcast yet), or once the
+    batch was broadcast but before any receipt was read: the restart sends no new transaction;
+    it rebroadcasts the stored bytes (or finds them pending) and settles each agreement once."""
+    deps, cfg = _many(tmp_path, keystores, anvil, 2)
+    automine(deps[0], False)
+    try:
+        crash_at(cfg, point)
+        service = Service(settings_from(cfg))
+        stored = attempts(service)
+        assert _states(service) == [SENT, SENT] and sorted(a["nonce"] for a in stored) == [0, 1]
+        service.tick()  # rebroadcast (sent_persisted) or tracked in the mempool (broadcast)
+        assert len(attempts(service)) == 2
+        mine(deps[0])
+    finally:
+        automine(deps[0], True)
+    service.tick()
+    assert _states(service) == [CONFIRMED, CONFIRMED]
+    assert [a["tx_hash"] for a in attempts(service)] == [a["tx_hash"] for a in stored]
+    assert all(len(settlements(dep)) == 1 for dep in deps)
+    assert nonce_of(deps[0], keystores["submitter_keys"][0]) == 2
+    service.close()
+
+
+def test_gas_limit_reused_only_after_a_preflight_call_at_that_limit(deployed, keystores, tmp_path):
+    """A gas limit measured for calls of one size is reused only when an eth_call at exactly
+    that limit succeeds; a limit that is too low falls back to the node's estimate."""
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
+    service = Service(settings_from(cfg))
+    service.tick(submit=False)  # closed and signed, nothing sent
+    with service.engine.connect() as conn:
+        row = dict(conn.execute(select(db.reports)).mappings().one())
+    assert row["state"] == SIGNED
+    size = len(service.outbox._call(row)[1])
+    service.outbox._gas_hints[size] = 30_000  # far too low for submitReport
+    service.tick()
+    assert_settled_once(deployed, service)
+    (attempt,) = attempts(service)
+    assert attempt["gas"] > 30_000 and service.outbox._gas_hints[size] == attempt["gas"]
+    service.close()
+
+
+def test_worker_exceptions_come_back_whole_or_by_name():
+    """An exception a worker cannot send back as itself (its constructor takes other arguments
+    than it pickles) comes back as a WorkerError with its class name: it would otherwise break
+    the pool when its result is read."""
+    import pickle
+
+    from oracle.service import WorkerError, _portable
+
+    class Odd(Exception):
+        def __init__(self, field: str, reason: str) -> None:
+            super().__init__(reason)
+
+    plain = ValueError("bad row")
+    assert _portable(plain) is plain
+    odd = _portable(Odd("ts", "not a timestamp"))
+    assert isinstance(odd, WorkerError) and odd.kind == "Odd" and str(odd) == "not a timestamp"
+    again = pickle.loads(pickle.dumps(odd))
+    assert again.kind == "Odd" and str(again) == "not a timestamp"
+
+
+def test_a_dead_worker_process_is_replaced(keystores, tmp_path, anvil):
+    import os
+
+    deps, cfg = _many(tmp_path, keystores, anvil, 2)
+    service = Service(settings_from(cfg), workers=1)
+    service.start_workers()
+    (pid,) = list(service._pool._processes)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    service.tick()  # a broken pool is replaced before the pass (or, found broken during it, after)
+    if _states(service) != [CONFIRMED, CONFIRMED]:
+        assert attempts(service) == []
+        service.tick()
+    assert _states(service) == [CONFIRMED, CONFIRMED] and len(attempts(service)) == 2
+    assert service._pool is not None and pid not in service._pool._processes
+    assert all(len(settlements(dep)) == 1 for dep in deps)
+    service.close()
