@@ -25,7 +25,7 @@ I64 = NDArray[np.int64]
 TS_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):?(\d{2}))$"
 )
-_VECTOR_MIN_ROWS = 50_000
+_VECTOR_MIN_ROWS = 64
 
 
 class CsvProblem(Exception):
