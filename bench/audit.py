@@ -51,6 +51,9 @@ class MonthSplitter:
 
 
 def main() -> int:
+    from oracle.memory import tune_allocator
+
+    tune_allocator()  # as `slacomp audit` does
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sites", type=int, default=100)
     ap.add_argument("--devices", type=int, default=40)

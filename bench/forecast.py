@@ -88,6 +88,9 @@ def timing(sites: int, sims: int) -> dict:
 
 
 def main() -> int:
+    from oracle.memory import tune_allocator
+
+    tune_allocator()  # as `slacomp forecast` does
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", help="also write the results here")

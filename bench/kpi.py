@@ -94,8 +94,10 @@ def run_once(folder: Path) -> dict[str, float]:
     as in a long-running oracle service."""
     from oracle.evidence import load_evidence
     from oracle.kpi import compute_period
+    from oracle.memory import tune_allocator
     from oracle.terms import load_terms
 
+    tune_allocator()  # as `slacomp kpi` does
     out: dict[str, float] = {}
     for run in ("cold", "warm"):
         t0 = time.perf_counter()

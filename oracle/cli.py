@@ -14,6 +14,7 @@ from oracle.csvraw import parse_ts_text
 from oracle.evidence import EvidenceError, load_evidence
 from oracle.kpi import PeriodError, PeriodResult, compute_period
 from oracle.terms import TermsError, canonical_bytes, load_terms, period_bounds, period_labels, terms_hash
+from oracle.memory import tune_allocator
 
 EXIT_USER_ERROR = 2
 
@@ -378,6 +379,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    tune_allocator()  # big-array work reuses freed memory instead of faulting in fresh pages
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -45,7 +45,8 @@ from numpy.typing import NDArray
 from oracle.budget import TICKET_KPIS, BudgetReport, SubjectBudget, budget_from_period
 from oracle.credit import BPS
 from oracle.evidence import AVAILABLE, IN_USE, Evidence, window_events
-from oracle.kpi import ESTATE, class_tables, compute_period, counted_clock, device_segments, measure_window
+from oracle.kpi import (ESTATE, PeriodResult, class_tables, compute_period, counted_clock, device_segments,
+                        measure_window)
 from oracle.periods import iso_utc, offset_pieces, zone
 from oracle.terms import Objective, Terms, period_bounds
 
@@ -665,33 +666,36 @@ def forecast_period(terms: Terms, evidence: Evidence, label: str, as_of: int,
     ev = evidence_before(evidence, as_of)
     zones, site_zone = _site_zones(terms)
     local = LocalTime(zones, min(start, as_of - int(params.history_days * DAY)), end, params.holidays)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        # The month-to-date KPIs and the fit are independent; numpy releases the GIL in their
-        # big array operations, so they share the two cores.
-        pending = pool.submit(compute_period, terms, ev, label, as_of=as_of, commit=False) if budgets is None else None
-        if model is None:
-            model = fit_model(terms, ev, as_of, params, local, site_zone)
-        if pending is not None:
-            budgets = budget_from_period(pending.result())
-    assert budgets is not None
-    rng = np.random.default_rng(params.seed)
-    sims = params.sims
-    fr = _frame(terms, ev, model, start, as_of, end, sims, local, site_zone)
+    # The month-to-date KPIs are needed only once the runs are drawn and evaluated: they run on
+    # their own thread meanwhile (numpy releases the GIL in the big array operations, so the
+    # KPI pass, the fit and the two halves of the runs share the two cores).
+    kpi_pool = ThreadPoolExecutor(max_workers=1)
     pool = ThreadPoolExecutor(max_workers=2)  # the two halves of the runs, one per core
     try:
-        return _monte_carlo(terms, label, start, end, as_of, params, prioritise, budgets, model, ev, rng, fr,
-                            site_zone, pool, t0)
+        pending: Future[PeriodResult] | None = None
+        if budgets is None:
+            pending = kpi_pool.submit(compute_period, terms, ev, label, as_of=as_of, commit=False)
+        if model is None:
+            model = fit_model(terms, ev, as_of, params, local, site_zone)
+        rng = np.random.default_rng(params.seed)
+        fr = _frame(terms, ev, model, start, as_of, end, params.sims, local, site_zone)
+        return _monte_carlo(terms, label, start, end, as_of, params, prioritise, budgets, pending, model, ev,
+                            rng, fr, site_zone, pool, t0)
     finally:
         pool.shutdown()
+        kpi_pool.shutdown()
 
 
 def _monte_carlo(terms: Terms, label: str, start: int, end: int, as_of: int, params: ForecastParams,
-                 prioritise: bool, budgets: BudgetReport, model: FittedModel, ev: Evidence,
-                 rng: np.random.Generator, fr: _Frame, site_zone: I64, pool: ThreadPoolExecutor,
-                 t0: float) -> ForecastReport:
+                 prioritise: bool, budgets: BudgetReport | None, pending: Future[PeriodResult] | None,
+                 model: FittedModel, ev: Evidence, rng: np.random.Generator, fr: _Frame, site_zone: I64,
+                 pool: ThreadPoolExecutor, t0: float) -> ForecastReport:
     sims = params.sims
     draw = _draw_split(model, fr, rng, site_zone[ev.device_site], pool)
     units = _evaluate_split(fr, draw, pool)
+    if pending is not None:
+        budgets = budget_from_period(pending.result())
+    assert budgets is not None
     tickets = _ticket_draws(terms, budgets, start, as_of, end, sims, rng)
     site_fee = {s.id: s.fee for s in terms.sites}
     results: list[SubjectForecast] = []
