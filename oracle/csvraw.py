@@ -417,6 +417,40 @@ def fast_instants(values: pl.Series) -> NDArray[np.int64] | None:
     return out
 
 
+SMALL_BYTES = 1 << 20  # read_columns reads files below this with the exact reader (polars' start-up dominates)
+
+
+def read_columns(path: Path, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
+    """read_fast for large files; below SMALL_BYTES the exact reader (read_raw) gives the same
+    columns, or None where any value or line would need the caller's row-by-row path."""
+    if path.stat().st_size < SMALL_BYTES:
+        return _read_small(path, enums, instants)
+    return read_fast(path, enums, instants)
+
+
+def _read_small(path: Path, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
+    """read_fast's contract for a small file, through the exact reader; also None when any
+    line is blank or a record spans lines (callers number data rows 2, 3, ... by position)."""
+    try:
+        raw = read_raw(path, [*enums, *instants])
+    except (CsvProblems, OSError):
+        return None
+    if not np.array_equal(raw.lines, np.arange(2, len(raw) + 2)):
+        return None
+    out: dict[str, NDArray[np.int64]] = {}
+    for c, vocab in enums.items():
+        codes = raw.factorize(raw.col(c), list(vocab))
+        if (codes < 0).any():
+            return None
+        out[c] = codes
+    for c in instants:
+        ts, bad = raw.timestamps(raw.col(c))
+        if bad.any():
+            return None
+        out[c] = ts
+    return out
+
+
 def read_fast(path: Path, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
     """Columns of a plain CSV file (no quotes, no blank or ragged lines, no empty fields) with
     polars' multi-threaded reader: each `enums` column as the index of its value in the

@@ -11,7 +11,7 @@ import pytest
 from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 
 import oracle.evidence as evidence_module
-from oracle.csvraw import fast_instants, parse_ts_text, read_fast, read_raw
+from oracle.csvraw import fast_instants, parse_ts_text, read_columns, read_fast, read_raw
 from oracle.evidence import STATES, EvidenceError, load_evidence
 from oracle.kpi import compute_period
 from oracle.terms import parse_terms
@@ -138,3 +138,22 @@ def test_conflict_found_on_the_fast_path_still_names_both_lines(tmp_path: Path,
         load_evidence(folder, terms)
     assert (exc.value.file, exc.value.line, exc.value.field) == ("events.csv", 4, "state")
     assert "lines 2, 4" in exc.value.message
+
+
+def test_small_file_columns_are_the_exact_readers_values(tmp_path: Path) -> None:
+    """read_columns below SMALL_BYTES goes through read_raw (vectorised timestamps from 64 rows
+    on): on mutated timestamps it gives parse_ts_text's value for every row, or gives up if
+    any row is not an instant, an id is unknown, or a line is blank."""
+    texts = _mutants(6_000, seed=11)
+    good = [(t, parse_ts_text(t)) for t in texts if "," not in t and parse_ts_text(t) is not None]
+    assert len(good) > 300
+    body = "ts,device_id,state\n" + "".join(f"{t},{DEVICES[i % 3]},{STATES[i % 5]}\n" for i, (t, _) in enumerate(good))
+    cols = read_columns(_write(tmp_path / "events.csv", body), VOCAB, ["ts"])
+    assert cols is not None
+    assert cols["ts"].tolist() == [v for _, v in good]
+    assert cols["device_id"].tolist() == [i % 3 for i in range(len(good))]
+    assert cols["state"].tolist() == [i % 5 for i in range(len(good))]
+    bad = next(t for t in texts if "," not in t and parse_ts_text(t) is None)
+    for broken in (body + f"{bad},d1,available\n", body + "2026-10-01T00:00:00Z,d9,available\n",
+                   body.replace("\n", "\n\n", 2)):
+        assert read_columns(_write(tmp_path / "events.csv", broken), VOCAB, ["ts"]) is None
