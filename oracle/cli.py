@@ -396,10 +396,11 @@ def main(argv: list[str] | None = None) -> int:
 
         from oracle.bundle import BundleError
         from oracle.chain import ArtifactError, ChainError
+        from oracle.db import SchemaError
 
         if isinstance(exc, RPCConnectionError):
             print(f"slacomp: cannot reach the chain node: {exc.request.url if exc.request else exc}", file=sys.stderr)
-        elif isinstance(exc, (BundleError, ChainError, ArtifactError)):
+        elif isinstance(exc, (BundleError, ChainError, ArtifactError, SchemaError)):
             print(f"slacomp: {exc}", file=sys.stderr)
         else:
             raise

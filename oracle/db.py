@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (BigInteger, Column, ForeignKey, Index, Integer, MetaData, SmallInteger, String, Table,
-                        Text, UniqueConstraint, create_engine, event)
+                        Text, UniqueConstraint, create_engine, event, inspect)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -178,7 +178,25 @@ def connect(url: str) -> Engine:
             Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
         event.listen(engine, "connect", _sqlite_pragmas)
     metadata.create_all(engine)
+    _check_layout(engine, url)
     return engine
+
+
+class SchemaError(RuntimeError):
+    """The database was created by an older layout this version cannot read."""
+
+
+def _check_layout(engine: Engine, url: str) -> None:
+    """create_all leaves existing tables alone: fail with a clear message, not a SQL error
+    later, when a table has another layout than this version's."""
+    found = inspect(engine)
+    for table in metadata.sorted_tables:
+        have = {c["name"] for c in found.get_columns(table.name)}
+        missing = sorted(set(table.columns.keys()) - have)
+        if missing:
+            raise SchemaError(f"{engine.url.render_as_string(hide_password=True)}: table {table.name!r} has an older "
+                              f"layout (no column {', '.join(missing)}); this version needs a new database: move the "
+                              "old file aside (or drop its tables) and re-ingest the evidence")
 
 
 def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

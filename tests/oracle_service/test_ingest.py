@@ -169,3 +169,18 @@ def test_settings_from_toml_and_env(tmp_path):
     cfg.write_text('private_key = "0xabc"\n')
     with pytest.raises(SettingsError, match="unknown setting"):
         load_settings(cfg, env={})
+
+
+def test_a_database_of_an_older_layout_is_refused_with_a_clear_message(tmp_path):
+    """create_all leaves an existing table alone: the node must not start on an events table of
+    the old layout (string keys) and fail later with SQL errors."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, agreement TEXT, device_id TEXT, ts INTEGER, "
+                 "state TEXT, source_id INTEGER, line INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(db.SchemaError, match=r"table 'events' has an older layout \(no column device\)"):
+        db.connect(f"sqlite:///{path}")
