@@ -51,9 +51,6 @@ class MonthSplitter:
 
 
 def main() -> int:
-    from oracle.memory import tune_allocator
-
-    tune_allocator()  # as `slacomp audit` does
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sites", type=int, default=100)
     ap.add_argument("--devices", type=int, default=40)
@@ -107,6 +104,9 @@ def main() -> int:
 def audit_only(rpc: str, address: str, terms_path: str, store: str) -> int:
     from web3 import Web3
 
+    from oracle.memory import tune_allocator
+
+    tune_allocator()  # as `slacomp audit` does
     t = time.perf_counter()
     audit = audit_agreement(Web3(Web3.HTTPProvider(rpc)), address, load_terms(terms_path), store)
     elapsed = time.perf_counter() - t
