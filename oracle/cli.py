@@ -9,6 +9,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from oracle.csvraw import parse_ts_text
 from oracle.evidence import EvidenceError, load_evidence

@@ -30,7 +30,7 @@ from web3.contract import Contract
 
 from . import db
 from .bundle import write_bundle
-from .chain import RpcError, contract, decode_event, decode_result, event_topic, selector
+from .chain import RpcError, decode_event, decode_result, event_topic, selector
 from .db import insert_ignore, quarantine, reports, signatures
 from .ingest import IngestResult, export_evidence, ingest_file, ingest_folder, ingest_rows
 from .keystore import KeyRing, KeystoreError, load_keystore, read_password

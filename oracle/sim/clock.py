@@ -3,7 +3,7 @@ weekday and whether the day is a weekend or public holiday at the site."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import numpy as np
 from numpy.typing import NDArray

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import brownie
 import pytest
-from brownie import AgreementFactory, Agreement, TestToken, HostileCustomer, accounts, chain, web3
+from brownie import AgreementFactory, Agreement, TestToken, accounts, chain, web3
 from eth_account import Account
 from eth_utils import keccak
 

@@ -1,7 +1,6 @@
 """Unit tests: every external function of Agreement and AgreementFactory, and every revert."""
 from __future__ import annotations
 
-import brownie
 import pytest
 from brownie import Agreement, chain, web3
 from tests.contracts.conftest import (EVIDENCE, ORACLE_KEYS, ORACLES, TERMS_HASH, ZERO, all_met, create, end_period,

@@ -8,6 +8,7 @@ from rich.console import Console
 from oracle import devchain
 from oracle.bundle import find_bundle, load_bundle
 from oracle.chain import contract
+from oracle.cli import main as cli_main
 from oracle.demo import CUSTOMERS, run_demo
 from oracle.terms import load_terms
 from tests.e2e.helpers import settle_example
@@ -43,6 +44,8 @@ def test_run_command_settles_every_agreement_once_and_is_idempotent(tmp_path):
     assert second.ok
     assert [(o.address, o.tx_hash, o.paid) for o in second.outcomes] == \
         [(o.address, o.tx_hash, o.paid) for o in first.outcomes]
+    # the same again through the command line (`slacomp demo --data DIR --no-serve`)
+    assert cli_main(["demo", "--data", str(data), "--no-serve"]) == 0
     with devchain.start("anvil", state_dir=data) as chain:  # the persisted chain: one settlement each
         w3 = chain.w3()
         for o in second.outcomes:

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import solcx
@@ -14,8 +13,8 @@ from eth_account import Account
 from eth_utils import keccak
 
 from oracle import devchain
-from oracle.chain import PROJECT_ROOT, contract, create_agreement, deploy, deploy_factory, deposit, \
-    submit_report, transact
+from oracle.chain import PROJECT_ROOT, contract, create_agreement, deploy_factory, deposit, \
+    submit_report
 from oracle.demo import DEMO_ORACLE_KEYS
 from tests.e2e.helpers import EXAMPLE, settle_example
 from oracle.report import make_report
