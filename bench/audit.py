@@ -9,7 +9,6 @@ before it for opening states), sign and settle every month on-chain. Timed: the 
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import subprocess
 import sys
@@ -101,22 +100,10 @@ def main() -> int:
     return 0 if ok and elapsed <= 120 else 1
 
 
-def _peak_mib() -> float:
-    """This process's own peak RSS. Not ru_maxrss: Linux carries that high-water mark over
-    fork + exec, so a child would report the parent's size at fork time (the simulated year)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def audit_only(rpc: str, address: str, terms_path: str, store: str) -> int:
     from web3 import Web3
 
-    from oracle.memory import tune_allocator
+    from oracle.memory import peak_rss_mib, tune_allocator
 
     tune_allocator()  # as `slacomp audit` does
     t = time.perf_counter()
@@ -124,7 +111,7 @@ def audit_only(rpc: str, address: str, terms_path: str, store: str) -> int:
     elapsed = time.perf_counter() - t
     if not audit.ok:
         print(audit.first_discrepancy(), file=sys.stderr)
-    print(f"{'PASS' if audit.ok else 'FAIL'}\t{elapsed:.2f}\t{_peak_mib():.0f}", end="")
+    print(f"{'PASS' if audit.ok else 'FAIL'}\t{elapsed:.2f}\t{peak_rss_mib():.0f}", end="")
     return 0 if audit.ok else 1
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -94,7 +93,7 @@ def run_once(folder: Path) -> dict[str, float]:
     as in a long-running oracle service."""
     from oracle.evidence import load_evidence
     from oracle.kpi import compute_period
-    from oracle.memory import tune_allocator
+    from oracle.memory import peak_rss_mib, tune_allocator
     from oracle.terms import load_terms
 
     tune_allocator()  # as `slacomp kpi` does
@@ -102,7 +101,6 @@ def run_once(folder: Path) -> dict[str, float]:
     for run in ("cold", "warm"):
         t0 = time.perf_counter()
         terms = load_terms(folder / "terms.yaml")
-        t1 = time.perf_counter()
         ev = load_evidence(folder, terms)
         t2 = time.perf_counter()
         result = compute_period(terms, ev, PERIOD)
@@ -111,7 +109,7 @@ def run_once(folder: Path) -> dict[str, float]:
         out["events"] = float(len(ev.ev_ts))
         out["total_credit"] = float(result.total_credit)
         del terms, ev, result
-    out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_mib"] = peak_rss_mib()
     return out
 
 

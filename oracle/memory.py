@@ -39,3 +39,18 @@ def tune_allocator() -> bool:
     _done = bool(mallopt(M_ARENA_MAX, 1) and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                  and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _done
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak resident memory (VmHWM). Not ru_maxrss: Linux carries that
+    high-water mark over fork + exec, so a child would report its parent's size at fork time."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
