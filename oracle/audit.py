@@ -170,13 +170,13 @@ def prove_device(bundle_path: str | Path, device_id: str) -> InclusionProof:
 
 def _leaf_data(loaded: Any, device_id: str, w0: int, w1: int) -> bytes:
     from .commitment import device_leaf_data
-    from .evidence import NO_END, STATES, select_events
+    from .evidence import NO_END, STATES, window_events
 
     ev = loaded.evidence
     i = ev.device_ids.index(device_id)
-    sel = select_events(ev, w0, w1)
-    mine = ev.ev_device[sel] == i
-    events = [(int(t), STATES[int(s)]) for t, s in zip(ev.ev_ts[sel][mine], ev.ev_state[sel][mine], strict=True)]
+    dev, ts, state = window_events(ev, w0, w1)
+    mine = dev == i
+    events = [(int(t), STATES[int(s)]) for t, s in zip(ts[mine], state[mine], strict=True)]
     retired = int(ev.retired[i])
     return device_leaf_data(device_id, loaded.terms.sites[int(ev.device_site[i])].id, int(ev.device_weight[i]),
                             int(ev.deployed[i]), None if retired == NO_END else retired, events)

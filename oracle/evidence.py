@@ -351,21 +351,12 @@ def _load_tickets(path: Path, terms: Terms, errors: _Errors) -> tuple[Ticket, ..
     return tuple(out)
 
 
-def select_events(ev: Evidence, w0: int, w1: int) -> NDArray[np.bool_]:
-    """Mask of the events a window [w0, w1) uses: those inside it, plus each device's last
-    event before w0 (it sets the opening state)."""
-    d, t = ev.ev_device, ev.ev_ts
-    if len(t) == 0:
-        return np.zeros(0, dtype=bool)
-    next_same = np.concatenate([d[1:] == d[:-1], [False]])
-    t_next = np.concatenate([t[1:], [0]])
-    return (t < w1) & ((t >= w0) | ~next_same | (t_next >= w0))
-
-
 def window_events(ev: Evidence, w0: int, w1: int) -> tuple[I64, I64, NDArray[np.int8]]:
-    """The events `select_events` picks, as (device, ts, state) arrays in the same order. Each
-    device's events are a sorted run, so its window is found by two binary searches and copied
-    as a slice: no full-length mask or temporaries (the arrays are often tens of millions long)."""
+    """The events a window [w0, w1) uses, as (device, ts, state) arrays in (device, ts) order:
+    those inside it, plus each device's last event before w0 (it sets the opening state).
+    Each device's events are a sorted run, so its window is found by two binary searches and
+    copied as a slice: no full-length mask or temporaries (the arrays are often tens of
+    millions long)."""
     d, t, s = ev.ev_device, ev.ev_ts, ev.ev_state
     if len(t) == 0:
         return d[:0], t[:0], s[:0]
