@@ -7,6 +7,7 @@ hours inside the window, minus or flagged by exclusions), so no per-second work 
 Site KPIs sweep +1/-1 deltas of qualifying devices per site."""
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -295,13 +296,11 @@ def device_segments(ev: Evidence, stale: int, w0: int, w1: int) -> Segments:
     del hi_e
     e_ok, g_ok = ea < eb, ga < gb
     # output position of E_i: leads of devices <= d, plus event pieces before i
-    pos_e = e_ok.astype(np.int64)
-    pos_e += g_ok
-    per_event = pos_e
-    cum = np.cumsum(per_event)
-    tot_e = int(cum[-1]) if n else 0
-    cum -= per_event
-    pos_e = cum
+    per_event = e_ok.astype(np.int64)
+    per_event += g_ok
+    pos_e = np.cumsum(per_event)
+    tot_e = int(pos_e[-1]) if n else 0
+    pos_e -= per_event  # exclusive: the event pieces before i
     del per_event
     l_cum = np.cumsum(l_ok)
     total = (int(l_cum[-1]) if nd else 0) + tot_e
@@ -518,6 +517,20 @@ def _time_rows(ctx: _Ctx, o: Objective) -> tuple[I64, I64, I64, I64]:
     return (*ctx.site_kpi(o), empty, empty)
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The engine's two helper threads (evidence hashing, site sweeps), shared by every call:
+    their tasks never wait on each other, so concurrent callers cannot deadlock."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="slacomp-kpi")
+        return _POOL
+
+
 def _context(terms: Terms, evidence: Evidence, w0: int, w1: int, end: int) -> _Ctx:
     return _Ctx(terms, evidence, w0, w1, end, counted_clock(terms, evidence, w0, end),
                 device_segments(evidence, terms.stale_after, w0, w1))
@@ -527,8 +540,7 @@ def measure_window(terms: Terms, evidence: Evidence, w0: int, w1: int) -> dict[t
     """(objective id, subject) -> (good, counted) over any window [w0, w1): every site,
     every device and the estate ("*"), whatever the objective's scope."""
     ctx = _context(terms, evidence, w0, w1, w1)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        ctx.precompute(terms.objectives, pool)
+    ctx.precompute(terms.objectives, _pool())
     out: dict[tuple[str, str], tuple[int, int]] = {}
     for o in terms.objectives:
         g_site, c_site, g_dev, c_dev = _time_rows(ctx, o)
@@ -553,11 +565,11 @@ def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | No
     if as_of is not None and not start < as_of <= end:
         raise PeriodError("as_of", f"{iso_utc(as_of)} is not inside period {label} ({iso_utc(start)} to {iso_utc(end)}]")
     w1 = end if as_of is None else as_of
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        # Hashing the evidence (keccak releases the GIL) overlaps the KPI arithmetic.
-        leaves = pool.submit(evidence_leaves, terms, evidence, start, w1) if commit else None
-        out, total = _objective_results(terms, evidence, start, w1, end, as_of, pool)
-        root = "0x" + leaves.result().root.hex() if leaves is not None else ""
+    pool = _pool()
+    # Hashing the evidence (keccak releases the GIL) overlaps the KPI arithmetic.
+    leaves = pool.submit(evidence_leaves, terms, evidence, start, w1) if commit else None
+    out, total = _objective_results(terms, evidence, start, w1, end, as_of, pool)
+    root = "0x" + leaves.result().root.hex() if leaves is not None else ""
     return PeriodResult(terms.agreement, label, start, end, terms_hash(terms), root, tuple(out), total, as_of)
 
 
