@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
@@ -45,8 +45,7 @@ from numpy.typing import NDArray
 from oracle.budget import TICKET_KPIS, BudgetReport, SubjectBudget, budget_from_period
 from oracle.credit import BPS
 from oracle.evidence import AVAILABLE, IN_USE, Evidence, window_events
-from oracle.kpi import (ESTATE, PeriodResult, class_tables, compute_period, counted_clock, device_segments,
-                        measure_window)
+from oracle.kpi import ESTATE, class_tables, compute_period, counted_clock, device_segments, measure_window
 from oracle.periods import iso_utc, offset_pieces, zone
 from oracle.terms import Objective, Terms, period_bounds
 
@@ -370,11 +369,9 @@ def _evaluate_split(fr: _Frame, draw: _Draw, pool: ThreadPoolExecutor, until: in
     return {k: np.concatenate([o[k] for o in outs], axis=0) for k in outs[0]}
 
 
-def _draw(model: FittedModel, fr: _Frame, rng: np.random.Generator, dev_zone: I64, sim0: int = 0,
-          sims: int | None = None) -> _Draw:
-    """Down spells of runs sim0 .. sim0 + sims - 1 (all runs by default)."""
+def _draw(model: FittedModel, fr: _Frame, rng: np.random.Generator, dev_zone: I64, sim0: int, sims: int) -> _Draw:
+    """Down spells of runs sim0 .. sim0 + sims - 1."""
     ev, as_of, end = fr.ev, fr.as_of, fr.end
-    sims = fr.sims if sims is None else sims
     u0 = np.maximum(ev.deployed, as_of)
     u1 = np.minimum(ev.retired, end)
     alive = np.flatnonzero(u1 > u0)
@@ -426,13 +423,11 @@ def _merge(d: _Draw, n_dev: int, t0: int, bits: int) -> tuple[I64, I64, I64, I64
     return d.sim[first], d.dev[first], d.a[first], last_b
 
 
-def _evaluate(fr: _Frame, draw: _Draw, until: int | None = None, sim0: int = 0,
-              sims: int | None = None) -> dict[str, F64]:
+def _evaluate(fr: _Frame, draw: _Draw, until: int | None, sim0: int, sims: int) -> dict[str, F64]:
     """Simulated bad seconds of every run in [as_of, until or end): per time objective a
     (sims, units) matrix, units being devices for per_device scope and sites otherwise (an
-    estate sums its sites)."""
+    estate sums its sites), for runs sim0 .. sim0 + sims - 1 (the draw holds just those)."""
     ev, terms, ns = fr.ev, fr.terms, fr.n_sites
-    sims = fr.sims if sims is None else sims
     nd = ev.n_devices
     bits = _bits(fr.end - fr.as_of + 2)
     sim, dev, a, b = _merge(draw, nd, fr.as_of, bits)
@@ -667,51 +662,36 @@ def forecast_period(terms: Terms, evidence: Evidence, label: str, as_of: int,
     zones, site_zone = _site_zones(terms)
     local = LocalTime(zones, min(start, as_of - int(params.history_days * DAY)), end, params.holidays)
     # The month-to-date KPIs are needed only once the runs are drawn and evaluated: they run on
-    # their own thread meanwhile (numpy releases the GIL in the big array operations, so the
-    # KPI pass, the fit and the two halves of the runs share the two cores).
-    kpi_pool = ThreadPoolExecutor(max_workers=1)
-    pool = ThreadPoolExecutor(max_workers=2)  # the two halves of the runs, one per core
-    try:
-        pending: Future[PeriodResult] | None = None
-        if budgets is None:
-            pending = kpi_pool.submit(compute_period, terms, ev, label, as_of=as_of, commit=False)
+    # one worker meanwhile, the two halves of the runs on the other two (numpy releases the GIL
+    # in the big array operations, so the KPI pass, the fit and the runs share the cores).
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        pending = pool.submit(compute_period, terms, ev, label, as_of=as_of, commit=False) if budgets is None else None
         if model is None:
             model = fit_model(terms, ev, as_of, params, local, site_zone)
         rng = np.random.default_rng(params.seed)
-        fr = _frame(terms, ev, model, start, as_of, end, params.sims, local, site_zone)
-        return _monte_carlo(terms, label, start, end, as_of, params, prioritise, budgets, pending, model, ev,
-                            rng, fr, site_zone, pool, t0)
-    finally:
-        pool.shutdown()
-        kpi_pool.shutdown()
-
-
-def _monte_carlo(terms: Terms, label: str, start: int, end: int, as_of: int, params: ForecastParams,
-                 prioritise: bool, budgets: BudgetReport | None, pending: Future[PeriodResult] | None,
-                 model: FittedModel, ev: Evidence, rng: np.random.Generator, fr: _Frame, site_zone: I64,
-                 pool: ThreadPoolExecutor, t0: float) -> ForecastReport:
-    sims = params.sims
-    draw = _draw_split(model, fr, rng, site_zone[ev.device_site], pool)
-    units = _evaluate_split(fr, draw, pool)
-    if pending is not None:
-        budgets = budget_from_period(pending.result())
-    assert budgets is not None
-    tickets = _ticket_draws(terms, budgets, start, as_of, end, sims, rng)
-    site_fee = {s.id: s.fee for s in terms.sites}
-    results: list[SubjectForecast] = []
-    samples: dict[tuple[str, str], NDArray[np.int64]] = {}
-    for o in terms.objectives:
-        rows = [b for b in budgets.subjects if b.objective == o.id]
-        fees = np.array([_fee(terms, o, b.subject, site_fee) for b in rows], np.int64)
-        bad = _unit_columns(terms, ev, o, units[o.id], rows) if o.id in units else None
-        res, att = _objective_forecasts(o, rows, fees, bad, tickets, sims, params.at_risk_below)
-        results += res
-        samples.update({(o.id, b.subject): att[:, i] for i, b in enumerate(rows)})
-    priorities: tuple[FaultPriority, ...] = ()
-    if prioritise:
-        priorities = _prioritise(fr, draw, model, budgets, units, samples, pool)
-    return ForecastReport(terms.agreement, label, start, end, as_of, params, model, tuple(results), priorities,
-                          time.perf_counter() - t0, samples)
+        sims = params.sims
+        fr = _frame(terms, ev, model, start, as_of, end, sims, local, site_zone)
+        draw = _draw_split(model, fr, rng, site_zone[ev.device_site], pool)
+        units = _evaluate_split(fr, draw, pool)
+        if pending is not None:
+            budgets = budget_from_period(pending.result())
+        assert budgets is not None
+        tickets = _ticket_draws(terms, budgets, start, as_of, end, sims, rng)
+        site_fee = {s.id: s.fee for s in terms.sites}
+        results: list[SubjectForecast] = []
+        samples: dict[tuple[str, str], NDArray[np.int64]] = {}
+        for o in terms.objectives:
+            rows = [b for b in budgets.subjects if b.objective == o.id]
+            fees = np.array([_fee(terms, o, b.subject, site_fee) for b in rows], np.int64)
+            bad = _unit_columns(terms, ev, o, units[o.id], rows) if o.id in units else None
+            res, att = _objective_forecasts(o, rows, fees, bad, tickets, sims, params.at_risk_below)
+            results += res
+            samples.update({(o.id, b.subject): att[:, i] for i, b in enumerate(rows)})
+        priorities: tuple[FaultPriority, ...] = ()
+        if prioritise:
+            priorities = _prioritise(fr, draw, model, budgets, units, samples, pool)
+        return ForecastReport(terms.agreement, label, start, end, as_of, params, model, tuple(results), priorities,
+                              time.perf_counter() - t0, samples)
 
 
 # --------------------------------------------------------------------------- prioritising
