@@ -201,10 +201,6 @@ _FILLABLE = {"devices": ("retired_at",), "tickets": ("responded_at", "resolved_a
 _TABLE = {"devices": devices, "events": events, "exclusions": exclusions, "tickets": tickets}
 
 
-def _known_devices(conn: Connection, agreement: str) -> set[str]:
-    return set(conn.execute(select(devices.c.device_id).where(devices.c.agreement == agreement)).scalars())
-
-
 def _device_ids(conn: Connection, agreement: str) -> dict[str, int]:
     """device_id -> devices.id (the key of the agreement's devices in the events table)."""
     q = select(devices.c.device_id, devices.c.id).where(devices.c.agreement == agreement)
@@ -308,7 +304,7 @@ class _Batch:
 def _store(conn: Connection, terms: Terms, agreement: str, kind: str, source_id: int, file: str,
            rows: Iterable[tuple[int, dict[str, Any] | _Reject]], result: IngestResult,
            frozen_before: int | None) -> None:
-    known = _known_devices(conn, agreement)
+    known = set(_device_ids(conn, agreement))
     validator = _Validator(terms, known)
     check = getattr(validator, f"{kind}_row")
     staged: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
@@ -371,8 +367,7 @@ def _store_events_fast(conn: Connection, agreement: str, source_id: int, path: P
     dkey, ts = dkey[order], ts[order]
     if bool(((dkey[1:] == dkey[:-1]) & (ts[1:] == ts[:-1])).any()):
         return False  # duplicates or conflicts: counted and explained row by row
-    held = conn.execute(select(events.c.ts).join(devices, devices.c.id == events.c.device).where(
-        devices.c.agreement == agreement, events.c.ts >= t_lo, events.c.ts <= t_hi).limit(1)).first()
+    held = conn.execute(_events_of(agreement, events.c.ts >= t_lo, events.c.ts <= t_hi).limit(1)).first()
     if held is not None:
         return False
     # device id, ts, state code, line: int64 columns, one row each
@@ -502,7 +497,7 @@ def _release(conn: Connection, terms: Terms, agreement: str, frozen_before: int 
         if not mine:
             continue
         scratch = IngestResult(source="(requeue)", kind=kind)
-        validator = _Validator(terms, _known_devices(conn, agreement))
+        validator = _Validator(terms, set(_device_ids(conn, agreement)))
         batch = _Batch(conn, agreement, kind, scratch, frozen_before)
         ok: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for q in mine:
