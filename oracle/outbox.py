@@ -308,17 +308,25 @@ class Outbox:
         if mined:
             self._mined_many(mined, head)
 
-    def _mined_many(self, mined: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]], head: int) -> None:
+    @staticmethod
+    def _record_attempt(conn: Any, row: dict[str, Any], attempt: dict[str, Any], block: int, status: str) -> None:
+        """The mined attempt gets `status`; other attempts at its nonce were replaced by it."""
+        conn.execute(update(tx_attempts).where(
+            tx_attempts.c.report_id == row["id"], tx_attempts.c.nonce == attempt["nonce"],
+            tx_attempts.c.tx_hash != attempt["tx_hash"]).values(status="replaced"))
+        conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == attempt["tx_hash"]).values(
+            status=status, block_number=block))
+
+    def _mined_many(self, mined: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]],
+                    head: int | None) -> None:
+        """Successful receipts: attempts and reports in one database transaction; `confirmed`
+        at once when `head` shows them deep enough (None: not looked at, `mined`)."""
         stamp = now()
         with self.engine.begin() as conn:
             for r, attempt, receipt in mined:
                 block = receipt["blockNumber"]
-                conn.execute(update(tx_attempts).where(
-                    tx_attempts.c.report_id == r["id"], tx_attempts.c.nonce == attempt["nonce"],
-                    tx_attempts.c.tx_hash != attempt["tx_hash"]).values(status="replaced"))
-                conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == attempt["tx_hash"]).values(
-                    status="mined", block_number=block))
-                deep = head - block + 1 >= self.policy.confirmations
+                self._record_attempt(conn, r, attempt, block, "mined")
+                deep = head is not None and head - block + 1 >= self.policy.confirmations
                 conn.execute(update(reports).where(reports.c.id == r["id"]).values(
                     state=CONFIRMED if deep else MINED, tx_hash=attempt["tx_hash"], block_number=block,
                     error=None, updated_at=stamp))
@@ -327,7 +335,7 @@ class Outbox:
             fields = {"agreement": r["address"], "period": r["period"], "tx": attempt["tx_hash"],
                       "block": receipt["blockNumber"]}
             log.info("report mined", extra={"fields": fields})
-            if head - receipt["blockNumber"] + 1 >= self.policy.confirmations:
+            if head is not None and head - receipt["blockNumber"] + 1 >= self.policy.confirmations:
                 self.count("reports_confirmed", r["agreement"])
                 log.info("report confirmed", extra={"fields": fields | {"depth": head - receipt["blockNumber"] + 1}})
 
@@ -571,19 +579,11 @@ class Outbox:
         return False
 
     def _on_mined(self, row: dict[str, Any], attempt: dict[str, Any], receipt: Any) -> None:
-        ok = receipt["status"] == 1
-        with self.engine.begin() as conn:
-            conn.execute(update(tx_attempts).where(
-                tx_attempts.c.report_id == row["id"], tx_attempts.c.nonce == attempt["nonce"],
-                tx_attempts.c.tx_hash != attempt["tx_hash"]).values(status="replaced"))
-            conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == attempt["tx_hash"]).values(
-                status="mined" if ok else "reverted", block_number=receipt["blockNumber"]))
-        if ok:
-            self._set(row["id"], MINED, tx_hash=attempt["tx_hash"], block_number=receipt["blockNumber"], error=None)
-            self.count("reports_mined", row["agreement"])
-            log.info("report mined", extra={"fields": {"agreement": row["address"], "period": row["period"],
-                                                        "tx": attempt["tx_hash"], "block": receipt["blockNumber"]}})
+        if receipt["status"] == 1:
+            self._mined_many([(row, attempt, receipt)], head=None)
             return
+        with self.engine.begin() as conn:
+            self._record_attempt(conn, row, attempt, receipt["blockNumber"], "reverted")
         error = self.revert_reason(attempt["tx_hash"], receipt)
         with self.engine.begin() as conn:
             conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == attempt["tx_hash"]).values(error=error))
