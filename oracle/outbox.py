@@ -29,7 +29,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound
 
-from .chain import Rpc, RpcError, contract, decode_error, encode_call, selector
+from .chain import Rpc, RpcError, contract, decode_error, encode_call
 from .db import now, reports, tx_attempts
 
 CLOSED, SIGNED, SENT, MINED, CONFIRMED = "closed", "signed", "sent", "mined", "confirmed"
@@ -182,8 +182,8 @@ class Outbox:
             hint = self._gas_hints.get(len(data))
             if hint:
                 hints[k] = hint
-            calls += [("eth_call", [{"to": to, "data": _getter("nextPeriod")}, "latest"]),
-                      ("eth_call", [{"to": to, "data": _getter("configHash")}, "latest"]),
+            calls += [("eth_call", [{"to": to, "data": encode_call("Agreement", "nextPeriod")}, "latest"]),
+                      ("eth_call", [{"to": to, "data": encode_call("Agreement", "configHash")}, "latest"]),
                       # the preflight: with a gas limit already measured for calls of this size, an
                       # eth_call at that limit (it succeeds, so the transaction will, on this state);
                       # else (or if that call fails in any way) the node's estimate
@@ -643,10 +643,6 @@ class Outbox:
         self.count("settled_elsewhere", row["agreement"])
         log.info("period already settled on-chain", extra={"fields": {
             "agreement": row["address"], "period": row["period"], "tx": tx_hash}})
-
-
-def _getter(name: str) -> str:
-    return "0x" + selector("Agreement", name).hex()
 
 
 def _receipt_of(raw: dict[str, Any]) -> dict[str, Any]:

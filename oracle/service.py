@@ -30,7 +30,7 @@ from web3.contract import Contract
 
 from . import db
 from .bundle import write_bundle
-from .chain import RpcError, decode_event, decode_result, event_topic, selector
+from .chain import RpcError, decode_event, decode_result, encode_call, event_topic
 from .db import insert_ignore, quarantine, reports, signatures
 from .ingest import IngestResult, export_evidence, ingest_file, ingest_folder, ingest_rows
 from .keystore import KeyRing, KeystoreError, load_keystore, read_password
@@ -139,10 +139,6 @@ CHUNK = 50  # agreements whose closes, signatures and transactions are batched t
 LOGS_GROUP = 200  # agreements whose Config logs are fetched by one eth_getLogs
 
 
-def _getter(name: str) -> str:
-    return "0x" + selector("Agreement", name).hex()
-
-
 class Service:
     """One oracle node. `clock` and `hook(point, report_row)` are injectable (tests: a fixed
     date; a hook that kills the process at 'closed', 'signed', 'sent_persisted', 'broadcast')."""
@@ -240,8 +236,8 @@ class Service:
         raises."""
         calls: list[tuple[str, list[Any]]] = []
         for a in agreements:
-            calls += [("eth_call", [{"to": a.address, "data": _getter("configHash")}, "latest"]),
-                      ("eth_call", [{"to": a.address, "data": _getter("nextPeriod")}, "latest"])]
+            calls += [("eth_call", [{"to": a.address, "data": encode_call("Agreement", "configHash")}, "latest"]),
+                      ("eth_call", [{"to": a.address, "data": encode_call("Agreement", "nextPeriod")}, "latest"])]
         answers = self.rpc.batch(calls)
         out: dict[str, tuple[bytes, int] | Exception] = {}
         stale: list[tuple[_Served, bytes]] = []
@@ -543,9 +539,11 @@ class Service:
         call this again once that report is final).
         `snapshot` is (configHash, nextPeriod) as read by `_snapshot`."""
         config = self._refresh(a, snapshot[0] if snapshot else None)
-        next_period = snapshot[1] if snapshot else int(decode_result(
-            "Agreement", "nextPeriod", self.rpc.call("eth_call", [{"to": a.address, "data": _getter("nextPeriod")},
-                                                                  "latest"])))
+        if snapshot:
+            next_period = snapshot[1]
+        else:
+            call = {"to": a.address, "data": encode_call("Agreement", "nextPeriod")}
+            next_period = int(decode_result("Agreement", "nextPeriod", self.rpc.call("eth_call", [call, "latest"])))
         rows = self._reports(a)
         blocked: tuple[str, int] | None = None
         for period in range(config.period_count):
