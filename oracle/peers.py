@@ -43,14 +43,8 @@ def signer_of(digest: bytes, signature: bytes) -> str | None:
 def add_signature(engine: Engine, address: str, period: int, digest: bytes, signature: bytes,
                   config: Config, origin: str) -> str | None:
     """Store `signature` if it is an oracle's signature over `digest`; returns the oracle."""
-    oracle = signer_of(digest, signature)
-    if oracle is None or oracle not in config.oracles:
-        return None
-    with engine.begin() as conn:
-        insert_ignore(conn, signatures, [{
-            "address": address, "period": period, "digest": "0x" + digest.hex(), "oracle": oracle,
-            "signature": "0x" + signature.hex(), "origin": origin, "created_at": now()}])
-    return oracle
+    stored = add_signatures(engine, address, period, digest, [signature], config, origin)
+    return stored[0] if stored else None
 
 
 def add_signatures(engine: Engine, address: str, period: int, digest: bytes, sigs: list[bytes],
