@@ -116,7 +116,7 @@ def bench_settlement(n: int, work: Path) -> dict[str, float]:
     from eth_utils import keccak
 
     from oracle import devchain
-    from oracle.chain import load_artifact
+    from oracle.chain import contract
     from oracle.keystore import KeyRing
     from oracle.outbox import CONFIRMED
     from oracle.service import Service
@@ -159,7 +159,7 @@ def bench_settlement(n: int, work: Path) -> dict[str, float]:
             errors = sorted({str(r["error"])[:120] for a in service.status() for r in a["reports"] if r["error"]})
             failed = {s.labels["kind"]: int(s.value) for m in service.metrics.failures.collect()
                       for s in m.samples if s.name.endswith("_total") and s.value}
-            logs = sum(len(w3.eth.contract(address=a, abi=load_artifact("Agreement")["abi"])
+            logs = sum(len(contract(w3, "Agreement", a)
                            .events.ReportAccepted().get_logs(from_block=0)) for a in addresses[:10])
         finally:
             service.close()
