@@ -284,13 +284,8 @@ class Outbox:
                 break
             if poll:
                 time.sleep(RECEIPT_POLL_S)
-            answers = self.rpc.batch([("eth_blockNumber", [])] + [
-                ("eth_getTransactionReceipt", [a["tx_hash"]]) for a in missing])
-            for a in answers:
-                if isinstance(a, RpcError):
-                    raise a
-            head = int(answers[0], 16)
-            got = {a["tx_hash"]: _receipt_of(rc) for a, rc in zip(missing, answers[1:]) if rc}
+            head, raw = self._head_and_receipts([a["tx_hash"] for a in missing])
+            got = {a["tx_hash"]: _receipt_of(rc) for a, rc in zip(missing, raw) if rc}
             quiet = 0 if got else quiet + 1
             receipts |= got
         mined: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
@@ -339,17 +334,20 @@ class Outbox:
                 self.count("reports_confirmed", r["agreement"])
                 log.info("report confirmed", extra={"fields": fields | {"depth": head - receipt["blockNumber"] + 1}})
 
-    def confirm_many(self, rows: list[dict[str, Any]], results: dict[int, str | Exception]) -> None:
-        """mined -> confirmed for many reports (receipts and head in one batch); a vanished
-        receipt (reorg) takes `confirm`'s path back to sent."""
-        answers = self.rpc.batch([("eth_blockNumber", [])] + [
-            ("eth_getTransactionReceipt", [r["tx_hash"]]) for r in rows])
+    def _head_and_receipts(self, tx_hashes: list[str]) -> tuple[int, list[Any]]:
+        """The head block number and each transaction's raw receipt (None if unknown), one batch."""
+        answers = self.rpc.batch([("eth_blockNumber", [])] + [("eth_getTransactionReceipt", [h]) for h in tx_hashes])
         for a in answers:
             if isinstance(a, RpcError):
                 raise a
-        head = int(answers[0], 16)
+        return int(answers[0], 16), answers[1:]
+
+    def confirm_many(self, rows: list[dict[str, Any]], results: dict[int, str | Exception]) -> None:
+        """mined -> confirmed for many reports (receipts and head in one batch); a vanished
+        receipt (reorg) takes `confirm`'s path back to sent."""
+        head, raw = self._head_and_receipts([r["tx_hash"] for r in rows])
         deep: list[tuple[dict[str, Any], int]] = []
-        for r, rc in zip(rows, answers[1:]):
+        for r, rc in zip(rows, raw):
             try:
                 if not rc:
                     self.confirm(r)
