@@ -50,8 +50,26 @@ def small_evidence(out: Path) -> int:
     return kept
 
 
+def _mine_all(w3, hashes: list) -> list:
+    """Mine blocks until every transaction in `hashes` has a receipt (automine is off)."""
+    receipts: dict = {}
+    while len(receipts) < len(hashes):
+        w3.provider.make_request("evm_mine", [])
+        for h in hashes:
+            if h not in receipts:
+                try:
+                    receipts[h] = w3.eth.get_transaction_receipt(h)
+                except Exception:  # noqa: BLE001 - not in a block yet
+                    pass
+    out = [receipts[h] for h in hashes]
+    assert all(r["status"] == 1 for r in out), "a setup transaction failed"
+    return out
+
+
 def create_agreements(w3, n: int, oracles: list[str]) -> list[str]:
-    """n agreements on the example terms, each escrowed in a test token (setup: not timed)."""
+    """n agreements on the example terms, each escrowed in a test token (setup: not timed). The
+    transactions are sent with automine off and mined many to a block: with one block per
+    transaction, Anvil's setup of 1,000 agreements takes minutes."""
     from web3.logs import DISCARD
 
     from oracle.chain import contract, deploy, deploy_factory
@@ -65,16 +83,17 @@ def create_agreements(w3, n: int, oracles: list[str]) -> list[str]:
                                oracles=oracles, threshold=2)
     escrow = config.max_credit_per_period() * config.period_count
     w3.eth.wait_for_transaction_receipt(token.functions.mint(vendor, escrow * n).transact({"from": vendor}))
-    hashes = [factory.functions.createAgreement(config.encoded()).transact({"from": vendor}) for _ in range(n)]
-    created = factory.events.AgreementCreated()
-    addresses = [created.process_receipt(w3.eth.wait_for_transaction_receipt(h), errors=DISCARD)[0]["args"]["agreement"]
-                 for h in hashes]
-    hashes = []
-    for address in addresses:  # the deposit's gas estimate must see the approval
-        w3.eth.wait_for_transaction_receipt(token.functions.approve(address, escrow).transact({"from": vendor}))
-        hashes.append(contract(w3, "Agreement", address).functions.deposit(escrow).transact({"from": vendor}))
-    for h in hashes:
-        assert w3.eth.wait_for_transaction_receipt(h)["status"] == 1
+    create = factory.functions.createAgreement(config.encoded())
+    tx = {"from": vendor, "gas": create.estimate_gas({"from": vendor}) * 2}
+    w3.provider.make_request("evm_setAutomine", [False])
+    try:
+        created = factory.events.AgreementCreated()
+        addresses = [created.process_receipt(r, errors=DISCARD)[0]["args"]["agreement"]
+                     for r in _mine_all(w3, [create.transact(tx) for _ in range(n)])]
+        _mine_all(w3, [token.functions.approve(a, escrow).transact(tx) for a in addresses])
+        _mine_all(w3, [contract(w3, "Agreement", a).functions.deposit(escrow).transact(tx) for a in addresses])
+    finally:
+        w3.provider.make_request("evm_setAutomine", [True])
     return addresses
 
 
