@@ -10,7 +10,6 @@ import csv
 import hashlib
 import io
 import json
-import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, func, select, text, union_all, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .csvraw import parse_ts_text, read_columns
-from .db import devices, events, exclusions, insert_ignore, now, quarantine, sources, tickets
+from .db import devices, events, exclusions, fetch_tuples, insert_ignore, now, quarantine, sources, tickets
 from .evidence import DEVICES, EVENTS, EXCLUSIONS, STATES, TICKETS
-from .periods import iso_utc
+from .periods import iso_utc, iso_utc_many
 from .terms import Terms
 
 KINDS = ("devices", "events", "exclusions", "tickets")
@@ -554,21 +553,36 @@ def _csv(header: tuple[str, ...], rows: Iterable[Iterable[Any]]) -> bytes:
     return buf.getvalue().encode()
 
 
-_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
+def _csv_cells(cells: list[Any]) -> str:
+    """Cells as `_csv` writes them in a row (quoted where needed), without the line end."""
+    buf = io.StringIO(newline="")
+    csv.writer(buf, lineterminator="").writerow(cells)
+    return buf.getvalue()
 
 
-def _events_csv(rows: list[Any]) -> bytes:
-    """events.csv from (ts, device_id, state code) rows in file order: the same bytes as _csv,
-    built column-wise (a month of a large estate is millions of rows)."""
-    if not rows:
-        return _csv(COLUMNS["events"], [])
-    ts, dids, codes = zip(*rows)
-    if any(_NEEDS_QUOTES.search(d) for d in set(dids)):  # ids csv must quote: the general writer
-        return _csv(COLUMNS["events"], ((iso_utc(t), d, STATES[c]) for t, d, c in rows))
-    stamps = (np.array(ts, dtype="datetime64[s]").astype(str) + "Z").tolist()  # = iso_utc, faster
-    states = np.array(STATES, dtype=object)[np.array(codes, dtype=np.int64)].tolist()
-    body = "\n".join(map(",".join, zip(stamps, dids, states)))
-    return (",".join(COLUMNS["events"]) + "\n" + body + "\n").encode()
+def _events_csv(rows: list[tuple[int, int, int]], ids: dict[int, str]) -> bytes:
+    """events.csv from (device row id, ts, state code) rows in file order: the same bytes as
+    _csv, built from the instants' text and each (device, state)'s cells (a month of a large
+    estate is millions of rows)."""
+    tails: dict[tuple[int, int], str] = {}
+    for dev, _, code in rows:
+        if (dev, code) not in tails:
+            tails[dev, code] = "," + _csv_cells([ids[dev], STATES[code]]) + "\n"
+    stamps = iso_utc_many([t for _, t, _ in rows])
+    body = "".join([stamp + tails[dev, code] for stamp, (dev, _, code) in zip(stamps, rows)])
+    return (",".join(COLUMNS["events"]) + "\n" + body).encode()
+
+
+_earlier = events.alias("earlier")
+# The rows of events.csv for a window: each device's events from its last one before the window.
+# SQLite walks the agreement's devices in device_id order and seeks each device's primary-key
+# range (the bound's subquery runs once per device): the rows come in file order, unsorted.
+_WINDOW_EVENTS = select(events.c.device, events.c.ts, events.c.state).join(
+    devices, devices.c.id == events.c.device).where(
+    devices.c.agreement == bindparam("agreement"),
+    events.c.ts >= func.coalesce(select(func.max(_earlier.c.ts)).where(
+        _earlier.c.device == devices.c.id, _earlier.c.ts < bindparam("start")).scalar_subquery(), bindparam("start")),
+    events.c.ts < bindparam("end")).order_by(devices.c.device_id, events.c.ts)
 
 
 def _iso(t: int | None) -> str | None:
@@ -580,21 +594,12 @@ def export_evidence(conn: Connection, agreement: str, start: int, end: int) -> d
     window uses (inside it, plus each device's last event before it), the exclusions overlapping
     it and the tickets opened in it; sorted, timestamps as UTC `...Z`."""
     a = agreement
-    devs = conn.execute(select(devices).where(devices.c.agreement == a).order_by(devices.c.device_id)).mappings()
+    devs = conn.execute(select(devices).where(devices.c.agreement == a).order_by(devices.c.device_id)).mappings().all()
+    ids = {d["id"]: d["device_id"] for d in devs}
     files = {DEVICES: _csv(COLUMNS["devices"], (
         (d["device_id"], d["site_id"], d["weight"], _iso(d["deployed_at"]), _iso(d["retired_at"])) for d in devs))}
-    # each device's last event before the window: a per-device seek on the primary key
-    before = (select(func.max(events.c.ts)).where(events.c.device == devices.c.id, events.c.ts < start)
-              .scalar_subquery())
-    last = select(devices.c.id.label("device"), before.label("ts")).where(devices.c.agreement == a).subquery()
-    cols = (events.c.ts, devices.c.device_id, events.c.state)
-    opening = select(*cols).select_from(events).join(
-        last, and_(events.c.device == last.c.device, events.c.ts == last.c.ts)).join(
-        devices, devices.c.id == events.c.device)
-    inside = select(*cols).join(devices, devices.c.id == events.c.device).where(
-        devices.c.agreement == a, events.c.ts >= start, events.c.ts < end)
-    ev = conn.execute(union_all(opening, inside).order_by(text("2, 1"))).all()  # (device_id, ts): SQLite sorts
-    files[EVENTS] = _events_csv(ev)
+    ev = fetch_tuples(conn, _WINDOW_EVENTS, {"agreement": a, "start": start, "end": end})
+    files[EVENTS] = _events_csv(ev, ids)
     xs = conn.execute(select(exclusions).where(
         exclusions.c.agreement == a, exclusions.c.start_ts < end, exclusions.c.end_ts > start).order_by(
         exclusions.c.start_ts, exclusions.c.end_ts, exclusions.c.scope, exclusions.c.reason)).mappings()

@@ -184,3 +184,41 @@ def test_a_database_of_an_older_layout_is_refused_with_a_clear_message(tmp_path)
     conn.close()
     with pytest.raises(db.SchemaError, match=r"table 'events' has an older layout \(no column device\)"):
         db.connect(f"sqlite:///{path}")
+
+
+def test_export_writes_what_a_plain_csv_writer_writes(engine, tmp_path):
+    """export_evidence builds events.csv from table lookups; a plain csv.writer over the same
+    rows (sorted by device id and time, each device's last event before the window first,
+    ids that need quoting included) gives the same bytes, on every window."""
+    import csv as csvmod
+    import io
+
+    from oracle.csvraw import parse_ts_text
+    from oracle.periods import iso_utc_many
+
+    header, *lines = (EXAMPLE / "evidence" / "events.csv").read_text().splitlines()
+    rows = [ln.split(",") for ln in lines]
+    odd = {d: f'{d},"q"' for d in sorted({r[1] for r in rows})[::2]}  # every other id needs quoting
+    devs = list(csvmod.reader((EXAMPLE / "evidence" / "devices.csv").read_text().splitlines()))
+    for name, table in (("devices.csv", [devs[0]] + [[odd.get(r[0], r[0]), *r[1:]] for r in devs[1:]]),
+                        ("events.csv", [header.split(",")] + [[t, odd.get(d, d), s] for t, d, s in rows])):
+        with open(tmp_path / name, "w", newline="") as f:
+            csvmod.writer(f, lineterminator="\n").writerows(table)
+    ingest_folder(engine, TERMS, A, tmp_path)
+    stamps = {}
+    for t, d, s in rows:
+        stamps.setdefault(odd.get(d, d), []).append((parse_ts_text(t), s))
+    start, end = period_bounds(TERMS, "2026-10")
+    for lo, hi in ((start, end), (start + 13 * 86400 + 3601, end + 9 * 86400), (end, end + 86400), (0, start)):
+        buf = io.StringIO(newline="")
+        w = csvmod.writer(buf, lineterminator="\n")
+        w.writerow(header.split(","))
+        for d in sorted(stamps):
+            mine = sorted(stamps[d])
+            before = [x for x in mine if x[0] < lo][-1:]
+            w.writerows([iso_utc(t), d, s] for t, s in before + [x for x in mine if lo <= x[0] < hi])
+        with engine.connect() as conn:
+            assert export_evidence(conn, A, lo, hi)["events.csv"] == buf.getvalue().encode(), (lo, hi)
+    rng = random.Random(3)
+    instants = [rng.randrange(-2**33, 2**35) for _ in range(5000)] + [-1, 0, 86399, 86400]
+    assert iso_utc_many(instants) == [iso_utc(t) for t in instants]
