@@ -19,7 +19,7 @@ from typing import Any
 
 from .evidence import Evidence, load_evidence
 from .kpi import PeriodResult, compute_period
-from .terms import Terms, load_terms, period_bounds, period_index
+from .terms import Terms, load_terms, parse_terms_bytes, period_bounds, period_index
 
 SCHEMA = "slacomp/bundle/v1"
 MANIFEST = "manifest.json"
@@ -65,27 +65,55 @@ def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def _create(path: Path, data: bytes) -> int:
+    """Write a new file; returns its open descriptor (for `_sync_close`)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _sync_close(fds: list[int]) -> None:
+    """fsync then close: every file's data is written before the first fsync returns, so one
+    journal commit carries them all (one fsync per file as they are written costs twice the
+    time)."""
+    try:
+        for fd in fds:
+            os.fsync(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bundle(store: str | Path, terms_bytes: bytes, files: dict[str, bytes], label: str,
                  meta: dict[str, Any] | None = None) -> tuple[Bundle, PeriodResult]:
     """Freeze `files` (name -> canonical CSV bytes) with the terms for period `label`, compute the
-    period from the frozen copy, and store it under its content address. Idempotent: the same
-    inputs give the same id and the existing bundle is kept. `meta` (e.g. agreement address,
-    chain id) is recorded in the manifest."""
+    period from the frozen copy, and store it under its content address, durably (files and the
+    folder's entry fsynced) before it returns. Idempotent: the same inputs give the same id and
+    the existing bundle is kept. `meta` (e.g. agreement address, chain id) is recorded in the
+    manifest."""
     store = Path(store)
     tmp = store / "tmp" / uuid.uuid4().hex
+    fds: list[int] = []
     try:
-        _write(tmp / TERMS_FILE, terms_bytes)
+        (tmp / EVIDENCE_DIR).mkdir(parents=True)
+        fds.append(_create(tmp / TERMS_FILE, terms_bytes))
         for name, data in sorted(files.items()):
-            _write(tmp / EVIDENCE_DIR / name, data)
-        terms = load_terms(tmp / TERMS_FILE)
+            fds.append(_create(tmp / EVIDENCE_DIR / name, data))
+        terms = parse_terms_bytes(terms_bytes)
         result = compute_period(terms, load_evidence(tmp / EVIDENCE_DIR, terms), label)
         start, end = period_bounds(terms, label)
         manifest = {
@@ -102,17 +130,22 @@ def write_bundle(store: str | Path, terms_bytes: bytes, files: dict[str, bytes],
         }
         body = _canonical(manifest)
         bundle_id = _sha256(body)
-        _write(tmp / MANIFEST, body)
+        fds.append(_create(tmp / MANIFEST, body))
+        fds, opened = [], fds
+        _sync_close(opened)
         final = store / bundle_id
         if final.exists():
             shutil.rmtree(tmp)
         else:
             os.replace(tmp, final)
+            _sync_dir(store)
         index = store / "roots" / result.evidence_root / bundle_id
         index.parent.mkdir(parents=True, exist_ok=True)
         index.touch()
         return Bundle(bundle_id, final, manifest), result
     finally:
+        for fd in fds:
+            os.close(fd)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 

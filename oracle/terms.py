@@ -7,6 +7,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfoNotFoundError
@@ -316,6 +317,13 @@ def parse_terms(text: str, source: str = "<terms>") -> Terms:
         return _parse(data)
     except TermsError as exc:
         raise TermsError(exc.field, exc.message, source) from None
+
+
+@lru_cache(maxsize=64)
+def parse_terms_bytes(data: bytes) -> Terms:
+    """parse_terms of a terms file's bytes (UTF-8), parsed once per process: Terms are
+    immutable, and an oracle closes every period of an agreement with the same file."""
+    return parse_terms(data.decode("utf-8"))
 
 
 def load_terms(path: str | Path) -> Terms:
