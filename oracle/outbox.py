@@ -288,12 +288,15 @@ class Outbox:
             got = {a["tx_hash"]: _receipt_of(rc) for a, rc in zip(missing, raw) if rc}
             quiet = 0 if got else quiet + 1
             receipts |= got
+        unmined = [r for r in rows if not any(a["tx_hash"] in receipts for a in by_row[r["id"]])]
+        waiting = self._still_pending(unmined, by_row) if unmined else set()
         mined: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
         for r in rows:
             try:
                 hit = next(((a, receipts[a["tx_hash"]]) for a in by_row[r["id"]] if a["tx_hash"] in receipts), None)
                 if hit is None:
-                    self.track(r)
+                    if r["id"] not in waiting:
+                        self.track(r)
                 elif hit[1]["status"] != 1:
                     self._on_mined(r, *hit)
                 else:
@@ -302,6 +305,32 @@ class Outbox:
                 results[r["id"]] = exc
         if mined:
             self._mined_many(mined, head)
+
+    def _still_pending(self, rows: list[dict[str, Any]], by_row: dict[int, list[dict[str, Any]]]) -> set[int]:
+        """The reports (ids) whose transaction simply waits for a block: our nonce is not used
+        yet, every nonce below it is at the node, one of its attempts is in the node's pool,
+        and it is not yet due for a fee bump. One JSON-RPC batch for all; the others take
+        `track`'s full path (replace, rebroadcast, fill gaps, nonce taken). With a chain that
+        mines every few seconds, this is every report of a pass that just broadcast."""
+        me = self.sender.address
+        flat = [a for r in rows for a in by_row[r["id"]]]
+        answers = self.rpc.batch([("eth_getTransactionCount", [me, "latest"]),
+                                  ("eth_getTransactionCount", [me, "pending"])]
+                                 + [("eth_getTransactionByHash", [a["tx_hash"]]) for a in flat])
+        if any(isinstance(a, RpcError) for a in answers[:2]):
+            return set()
+        latest, pending = int(answers[0], 16), int(answers[1], 16)
+        known = {a["tx_hash"] for a, tx in zip(flat, answers[2:]) if tx and not isinstance(tx, RpcError)}
+        out = set()
+        for r in rows:
+            attempts = by_row[r["id"]]
+            if not attempts:
+                continue
+            newest = attempts[0]
+            if (latest <= newest["nonce"] <= pending and any(a["tx_hash"] in known for a in attempts)
+                    and self.clock() - newest["sent_at"] < self.policy.replace_after):
+                out.add(r["id"])
+        return out
 
     @staticmethod
     def _record_attempt(conn: Any, row: dict[str, Any], attempt: dict[str, Any], block: int, status: str) -> None:

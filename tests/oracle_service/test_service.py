@@ -477,6 +477,30 @@ def test_many_agreements_are_broadcast_in_one_batch_then_confirmed(keystores, tm
     service.close()
 
 
+def test_transactions_waiting_for_a_block_are_checked_in_one_batch(keystores, tmp_path, anvil, monkeypatch):
+    """On a chain that mines every few seconds, a pass finds its reports' transactions in the
+    node's pool: one batch says so (nonce unused, no gap below, known, not due for a fee bump),
+    and none takes the per-report path that replaces, rebroadcasts or fills gaps."""
+    deps, cfg = _many(tmp_path, keystores, anvil, 3)
+    service = Service(settings_from(cfg), workers=0)
+    automine(deps[0], False)
+    try:
+        service.tick()
+        assert _states(service) == [SENT] * 3
+        full_path = []
+        monkeypatch.setattr(service.outbox, "track", lambda row: full_path.append(row["id"]))
+        service.tick()
+        assert _states(service) == [SENT] * 3 and full_path == [] and len(attempts(service)) == 3
+        monkeypatch.undo()
+        mine(deps[0])
+    finally:
+        automine(deps[0], True)
+    service.tick()
+    assert _states(service) == [CONFIRMED] * 3
+    assert nonce_of(deps[0], keystores["submitter_keys"][0]) == 3 and len(attempts(service)) == 3
+    service.close()
+
+
 @pytest.mark.parametrize("point", ["sent_persisted", "broadcast"])
 def test_crash_inside_a_batch_then_restart_settles_each_once(keystores, tmp_path, anvil, point):
     """Killed once the batch's transactions are all stored (none broadcast yet), or once the
