@@ -38,8 +38,8 @@ FINAL = (CONFIRMED, SETTLED_ELSEWHERE, FAILED)
 IN_FLIGHT = (SENT, MINED)
 GAS_MARGIN_PCT = 25
 FILLER_GAS = 21_000
-# after a batch broadcast the node may still be mining: receipts are polled again (every 20 ms) while
-# new ones keep coming, until 10 polls in a row bring none (or after 200 polls)
+# after a batch broadcast the node may still be mining: the head is polled (every 20 ms) and the
+# missing receipts asked for again whenever it moved, until 10 polls in a row bring none (or 200 polls)
 RECEIPT_POLLS = 200
 RECEIPT_POLL_S = 0.02
 RECEIPT_QUIET_POLLS = 10
@@ -282,8 +282,11 @@ class Outbox:
                 b["tx_hash"] in receipts for b in by_row[a["report_id"]])]
             if poll and (not missing or quiet >= RECEIPT_QUIET_POLLS):
                 break
-            if poll:
+            if poll:  # receipts are asked for again only once the head has moved
                 time.sleep(RECEIPT_POLL_S)
+                if int(self.rpc.call("eth_blockNumber", []), 16) == head:
+                    quiet += 1
+                    continue
             head, raw = self._head_and_receipts([a["tx_hash"] for a in missing])
             got = {a["tx_hash"]: _receipt_of(rc) for a, rc in zip(missing, raw) if rc}
             quiet = 0 if got else quiet + 1
