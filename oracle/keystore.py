@@ -11,7 +11,8 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+
+from .addresses import checksum
 
 
 class KeystoreError(ValueError):
@@ -40,7 +41,7 @@ def create_keystore(path: str | Path, private_key: bytes | str, password: str, *
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f)
-    return to_checksum_address("0x" + data["address"])
+    return checksum("0x" + data["address"])
 
 
 def load_keystore(path: str | Path, password: str) -> LocalAccount:
@@ -71,7 +72,7 @@ class KeyRing:
 
     def account(self, address: str) -> LocalAccount:
         try:
-            return self._accounts[to_checksum_address(address)]
+            return self._accounts[checksum(address)]
         except KeyError:
             raise KeystoreError(f"no local key for {address}") from None
 
@@ -81,7 +82,7 @@ class KeyRing:
         return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
 
     def __contains__(self, address: object) -> bool:
-        return isinstance(address, str) and to_checksum_address(address) in self._accounts
+        return isinstance(address, str) and checksum(address) in self._accounts
 
     def __repr__(self) -> str:
         return f"KeyRing({', '.join(self._accounts)})"

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eth_abi import encode
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
 
+from .addresses import checksum
 from .kpi import PeriodResult
 from .schedule import pack_attainments
 
@@ -66,7 +67,7 @@ class Report:
             },
             "primaryType": "Report",
             "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id,
-                       "verifyingContract": to_checksum_address(agreement)},
+                       "verifyingContract": checksum(agreement)},
             "message": {"period": self.period, "termsHash": self.terms_hash,
                         "evidenceRoot": self.evidence_root, "attainments": self.packed_attainments},
         }
@@ -76,7 +77,7 @@ def domain_separator(chain_id: int, agreement: str) -> bytes:
     return keccak(encode(
         ["bytes32", "bytes32", "bytes32", "uint256", "address"],
         [DOMAIN_TYPEHASH, keccak(text=DOMAIN_NAME), keccak(text=DOMAIN_VERSION), chain_id,
-         to_checksum_address(agreement)],
+         checksum(agreement)],
     ))
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
 
+from .addresses import checksum
 from .credit import BPS, Tier, capped_total, subject_credit, validate_tiers
 from .terms import Terms, period_bounds, period_labels, terms_hash
 
@@ -40,10 +41,10 @@ class Config:
     threshold: int
 
     def __post_init__(self) -> None:
-        ordered = tuple(sorted((to_checksum_address(a) for a in self.oracles), key=lambda a: int(a, 16)))
+        ordered = tuple(sorted((checksum(a) for a in self.oracles), key=lambda a: int(a, 16)))
         object.__setattr__(self, "oracles", ordered)
-        object.__setattr__(self, "customer", to_checksum_address(self.customer))
-        object.__setattr__(self, "asset", to_checksum_address(self.asset))
+        object.__setattr__(self, "customer", checksum(self.customer))
+        object.__setattr__(self, "asset", checksum(self.asset))
         if len(self.terms_hash) != 32:
             raise ValueError("terms_hash must be 32 bytes")
         for objective in self.objectives:
@@ -93,7 +94,7 @@ class Config:
         return replace(self, oracles=tuple(oracles), threshold=threshold)
 
     def oracle_index(self, address: str) -> int:
-        return self.oracles.index(to_checksum_address(address))
+        return self.oracles.index(checksum(address))
 
     @property
     def period_count(self) -> int:
@@ -142,7 +143,7 @@ class _Reader:
         return int.from_bytes(self.take(n), "big")
 
     def address(self) -> str:
-        return to_checksum_address(self.take(20))
+        return checksum(self.take(20))
 
 
 def pack_attainments(attainments: Sequence[Sequence[int]]) -> bytes:
