@@ -23,7 +23,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Engine
 from web3 import Web3
 from web3.contract import Contract
@@ -250,9 +250,9 @@ class Outbox:
         stamp = now()
         with self.engine.begin() as conn:  # every transaction stored before any is broadcast
             conn.execute(tx_attempts.insert(), [attempt for _, attempt in signed])
-            for r, attempt in signed:
-                conn.execute(update(reports).where(reports.c.id == r["id"]).values(
-                    tx_hash=attempt["tx_hash"], updated_at=stamp, state=SENT, error=None))
+            conn.execute(update(reports).where(reports.c.id == bindparam("row_id")).values(
+                tx_hash=bindparam("tx"), updated_at=stamp, state=SENT, error=None),
+                [{"row_id": r["id"], "tx": attempt["tx_hash"]} for r, attempt in signed])
         for r, attempt in signed:
             log.info("report sent", extra={"fields": {"agreement": r["address"], "period": r["period"],
                                                        "tx": attempt["tx_hash"], "nonce": attempt["nonce"]}})
@@ -336,13 +336,16 @@ class Outbox:
         return out
 
     @staticmethod
-    def _record_attempt(conn: Any, row: dict[str, Any], attempt: dict[str, Any], block: int, status: str) -> None:
-        """The mined attempt gets `status`; other attempts at its nonce were replaced by it."""
+    def _record_attempts(conn: Any, mined: list[tuple[dict[str, Any], dict[str, Any], int]], status: str) -> None:
+        """Each (report row, attempt, block): the mined attempt gets `status`; other attempts at
+        its nonce were replaced by it (two statements, each executed for all)."""
         conn.execute(update(tx_attempts).where(
-            tx_attempts.c.report_id == row["id"], tx_attempts.c.nonce == attempt["nonce"],
-            tx_attempts.c.tx_hash != attempt["tx_hash"]).values(status="replaced"))
-        conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == attempt["tx_hash"]).values(
-            status=status, block_number=block))
+            tx_attempts.c.report_id == bindparam("row_id"), tx_attempts.c.nonce == bindparam("at_nonce"),
+            tx_attempts.c.tx_hash != bindparam("tx")).values(status="replaced"),
+            [{"row_id": r["id"], "at_nonce": a["nonce"], "tx": a["tx_hash"]} for r, a, _ in mined])
+        conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == bindparam("tx")).values(
+            status=status, block_number=bindparam("block")),
+            [{"tx": a["tx_hash"], "block": block} for _, a, block in mined])
 
     def _mined_many(self, mined: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]],
                     head: int | None) -> None:
@@ -350,13 +353,13 @@ class Outbox:
         at once when `head` shows them deep enough (None: not looked at, `mined`)."""
         stamp = now()
         with self.engine.begin() as conn:
-            for r, attempt, receipt in mined:
-                block = receipt["blockNumber"]
-                self._record_attempt(conn, r, attempt, block, "mined")
-                deep = head is not None and head - block + 1 >= self.policy.confirmations
-                conn.execute(update(reports).where(reports.c.id == r["id"]).values(
-                    state=CONFIRMED if deep else MINED, tx_hash=attempt["tx_hash"], block_number=block,
-                    error=None, updated_at=stamp))
+            self._record_attempts(conn, [(r, a, rc["blockNumber"]) for r, a, rc in mined], "mined")
+            conn.execute(update(reports).where(reports.c.id == bindparam("row_id")).values(
+                state=bindparam("new_state"), tx_hash=bindparam("tx"), block_number=bindparam("block"),
+                error=None, updated_at=stamp), [{
+                    "row_id": r["id"], "tx": a["tx_hash"], "block": rc["blockNumber"],
+                    "new_state": CONFIRMED if head is not None and head - rc["blockNumber"] + 1
+                    >= self.policy.confirmations else MINED} for r, a, rc in mined])
         for r, attempt, receipt in mined:
             self.count("reports_mined", r["agreement"])
             fields = {"agreement": r["address"], "period": r["period"], "tx": attempt["tx_hash"],
@@ -613,7 +616,7 @@ class Outbox:
             self._mined_many([(row, attempt, receipt)], head=None)
             return
         with self.engine.begin() as conn:
-            self._record_attempt(conn, row, attempt, receipt["blockNumber"], "reverted")
+            self._record_attempts(conn, [(row, attempt, receipt["blockNumber"])], "reverted")
         error = self.revert_reason(attempt["tx_hash"], receipt)
         with self.engine.begin() as conn:
             conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == attempt["tx_hash"]).values(error=error))

@@ -67,14 +67,27 @@ def add_signatures(engine: Engine, address: str, period: int, digest: bytes, sig
 
 def collected(engine: Engine, address: str, period: int, digest: bytes, config: Config) -> dict[int, bytes]:
     """oracle index -> signature, for oracles of `config` that signed `digest`."""
+    return collected_many(engine, [(address, period, digest, config)])[0]
+
+
+def collected_many(engine: Engine, wanted: list[tuple[str, int, bytes, Config]]) -> list[dict[int, bytes]]:
+    """`collected` for many (agreement address, period, digest, config) at once: one query per
+    500 agreements."""
+    addresses = sorted({w[0] for w in wanted})
+    found: dict[tuple[str, int, str], list[tuple[str, str]]] = {}
     with engine.connect() as conn:
-        rows = conn.execute(select(signatures.c.oracle, signatures.c.signature).where(
-            signatures.c.address == address, signatures.c.period == period,
-            signatures.c.digest == "0x" + digest.hex())).all()
-    out = {}
-    for oracle, sig in rows:
-        if oracle in config.oracles:
-            out[config.oracle_index(oracle)] = bytes.fromhex(sig[2:])
+        for i in range(0, len(addresses), 500):
+            for address, period, digest, oracle, sig in conn.execute(select(
+                    signatures.c.address, signatures.c.period, signatures.c.digest, signatures.c.oracle,
+                    signatures.c.signature).where(signatures.c.address.in_(addresses[i:i + 500]))):
+                found.setdefault((address, period, digest), []).append((oracle, sig))
+    out = []
+    for address, period, digest, config in wanted:
+        have = {}
+        for oracle, sig in found.get((address, period, "0x" + digest.hex()), []):
+            if oracle in config.oracles:
+                have[config.oracle_index(oracle)] = bytes.fromhex(sig[2:])
+        out.append(have)
     return out
 
 

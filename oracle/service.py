@@ -21,13 +21,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Engine
 from web3 import Web3
 from web3.contract import Contract
 
+from .addresses import checksum
 from . import db
 from .bundle import write_bundle
 from .chain import RpcError, decode_event, decode_result, encode_call, event_topic
@@ -35,7 +36,7 @@ from .db import insert_ignore, quarantine, reports, signatures
 from .ingest import IngestResult, export_evidence, ingest_file, ingest_folder, ingest_rows
 from .keystore import KeyRing, KeystoreError, load_keystore, read_password
 from .outbox import CLOSED, FINAL, IN_FLIGHT, SIGNED, Hook, Outbox, TxPolicy
-from .peers import add_signatures, collected, pull, served, signer_of
+from .peers import add_signatures, collected, collected_many, pull, served, signer_of
 from .report import report_from_result
 from .schedule import Config
 from .settings import AgreementSpec, Settings
@@ -174,7 +175,7 @@ class Service:
         self.served: dict[str, _Served] = {}
         for spec in settings.agreements:
             terms = load_terms(spec.terms)
-            self.served[spec.key] = _Served(spec, terms, spec.terms.read_bytes(), to_checksum_address(spec.address))
+            self.served[spec.key] = _Served(spec, terms, spec.terms.read_bytes(), checksum(spec.address))
         self.rpc = self.outbox.rpc
         self._prepared: dict[tuple[str, int], dict[str, Any] | Exception] = {}  # closes done by workers
         self._jobs: dict[str, Future[dict[str, Any]]] = {}  # agreement -> its worker job this tick
@@ -302,15 +303,20 @@ class Service:
         return failed
 
     def _signing_keys(self, a: _Served, config: Config) -> list[str]:
-        wanted = [to_checksum_address(k) for k in a.spec.keys] or self.keyring.addresses
+        wanted = [checksum(k) for k in a.spec.keys] or self.keyring.addresses
         return [k for k in wanted if k in self.keyring and k in config.oracles]
 
     # ------------------------------------------------------------------ ingest
 
-    def _frozen_before(self, a: _Served) -> int | None:
-        with self.engine.connect() as conn:
-            last = conn.execute(select(func.max(reports.c.period)).where(
-                reports.c.agreement == a.spec.key, reports.c.bundle_id.is_not(None))).scalar()
+    def _frozen_before(self, a: _Served, rows: dict[int, dict[str, Any]] | None = None) -> int | None:
+        """The end of the agreement's last period frozen into a bundle (its report rows by
+        period, if already read)."""
+        if rows is None:
+            with self.engine.connect() as conn:
+                last = conn.execute(select(func.max(reports.c.period)).where(
+                    reports.c.agreement == a.spec.key, reports.c.bundle_id.is_not(None))).scalar()
+        else:
+            last = max((p for p, r in rows.items() if r["bundle_id"] is not None), default=None)
         if last is None:
             return None
         return period_bounds_of(a.terms, last)[1]
@@ -364,9 +370,10 @@ class Service:
         transaction (each bundle is on disk, fsynced, before), then each gets its `closed` hook."""
         out: list[dict[str, Any] | Exception | None] = []
         values: list[dict[str, Any]] = []
+        rows = self._reports_of([a for a, _, _ in items])
         for a, config, period in items:
             try:
-                existing = self._report(a, period)
+                existing = rows[a.spec.key].get(period)
                 if existing is not None:
                     out.append(existing)
                     continue
@@ -394,11 +401,12 @@ class Service:
             with self.engine.begin() as conn:
                 insert_ignore(conn, reports, values)
         done: list[dict[str, Any] | Exception] = []
+        rows = self._reports_of([a for (a, _, _), got in zip(items, out) if got is None])
         for (a, _, period), got in zip(items, out):
             if got is not None:
                 done.append(got)
                 continue
-            row = self._report(a, period)
+            row = rows[a.spec.key].get(period)
             assert row is not None
             log.info("period closed", extra={"fields": {"agreement": a.address, "period": period,
                                                          "label": row["label"], "bundle": row["bundle_id"],
@@ -413,7 +421,7 @@ class Service:
                 "start": config.period_bounds[period], "end": config.period_bounds[period + 1],
                 "terms_bytes": a.terms_bytes, "store": str(self.settings.bundle_store()), "chain_id": self.chain_id}
 
-    def _start_job(self, a: _Served, next_period: int) -> None:
+    def _start_job(self, a: _Served, next_period: int, have: dict[int, dict[str, Any]]) -> None:
         """Hand the agreement's CPU work of this pass to a worker process: ingest its inbox, then
         start closing its first due period without a report (export, bundle, KPI engine), so
         the main process moves other agreements' reports on meanwhile. The close is
@@ -421,10 +429,9 @@ class Service:
         idempotent) is simply not used."""
         assert self._pool is not None
         job: dict[str, Any] = {"key": a.spec.key, "terms": a.terms, "inbox": a.spec.inbox,
-                               "frozen_before": self._frozen_before(a), "close": None}
+                               "frozen_before": self._frozen_before(a, have), "close": None}
         config = a.config
         if config is not None:
-            have = self._reports(a)
             for period in range(config.period_count):
                 if not self._due(config, period):
                     break
@@ -465,10 +472,10 @@ class Service:
         chosen = dict(sorted(have.items())[:config.threshold])
         self.outbox.record(row["id"], SIGNED, signatures="0x" + pack_signatures(chosen).hex(),
                            config="0x" + config.encoded().hex(), error=None)
-        return self._signed(a, row, chosen)
+        return self._signed(a, self._report(a, row["period"]) or row, chosen)
 
     def _signed(self, a: _Served, row: dict[str, Any], chosen: dict[int, bytes]) -> dict[str, Any]:
-        row = self._report(a, row["period"]) or row
+        """`row` (as stored, signed) is logged and passed to the `signed` hook."""
         log.info("report signed", extra={"fields": {"agreement": a.address, "period": row["period"],
                                                      "oracles": sorted(chosen)}})
         self.hook("signed", row)
@@ -480,13 +487,16 @@ class Service:
         one database transaction; the others take `collect` (peers)."""
         out: list[dict[str, Any] | Exception | None] = []
         fast: list[tuple[int, list[dict[str, Any]], dict[int, bytes]]] = []
+        held = collected_many(self.engine, [(a.address, row["period"], bytes.fromhex(row["digest"][2:]), config)
+                                            for a, config, row in items if row["state"] == CLOSED])
+        held.reverse()
         for k, (a, config, row) in enumerate(items):
             try:
                 if row["state"] != CLOSED:
                     out.append(row)
                     continue
                 digest = bytes.fromhex(row["digest"][2:])
-                have = collected(self.engine, a.address, row["period"], digest, config)
+                have = held.pop()
                 new: list[dict[str, Any]] = []
                 for address in self._signing_keys(a, config):
                     index = config.oracle_index(address)
@@ -510,14 +520,14 @@ class Service:
             stamp = db.now()
             with self.engine.begin() as conn:
                 insert_ignore(conn, signatures, [r for _, new, _ in fast for r in new])
-                for k, _, chosen in fast:
-                    a, config, row = items[k]
-                    conn.execute(update(reports).where(reports.c.id == row["id"]).values(
-                        state=SIGNED, signatures="0x" + pack_signatures(chosen).hex(),
-                        config="0x" + config.encoded().hex(), error=None, updated_at=stamp))
+                conn.execute(update(reports).where(reports.c.id == bindparam("row_id")).values(
+                    state=SIGNED, signatures=bindparam("sigs"), config=bindparam("cfg"), error=None,
+                    updated_at=stamp), [{"row_id": items[k][2]["id"], "sigs": "0x" + pack_signatures(chosen).hex(),
+                                         "cfg": "0x" + items[k][1].encoded().hex()} for k, _, chosen in fast])
+            fresh = self._reports_of([items[k][0] for k, _, _ in fast])
             for k, _, chosen in fast:
                 a, _, row = items[k]
-                out[k] = self._signed(a, row, chosen)
+                out[k] = self._signed(a, fresh[a.spec.key].get(row["period"]) or row, chosen)
         return [x for x in out if x is not None]  # type: ignore[misc]
 
     def _due(self, config: Config, period: int) -> bool:
@@ -525,27 +535,38 @@ class Service:
 
     def _reports(self, a: _Served) -> dict[int, dict[str, Any]]:
         """The agreement's outbox rows by period (one query)."""
+        return self._reports_of([a])[a.spec.key]
+
+    def _reports_of(self, agreements: list[_Served]) -> dict[str, dict[int, dict[str, Any]]]:
+        """Each agreement's outbox rows by period (one query per 500 agreements)."""
+        out: dict[str, dict[int, dict[str, Any]]] = {a.spec.key: {} for a in agreements}
+        keys = list(out)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(reports).where(reports.c.agreement == a.spec.key)).mappings().all()
-        return {r["period"]: dict(r) for r in rows}
+            for i in range(0, len(keys), 500):
+                for r in conn.execute(select(reports).where(reports.c.agreement.in_(keys[i:i + 500]))).mappings():
+                    out[r["agreement"]][r["period"]] = dict(r)
+        return out
 
     def serve_agreement(self, a: _Served, submit: bool = True, close: bool = True, defer: bool = False,
-                        snapshot: tuple[bytes, int] | None = None) -> tuple[str, int] | None:
+                        snapshot: tuple[bytes, int] | None = None,
+                        rows: dict[int, dict[str, Any]] | None = None) -> tuple[str, int] | None:
         """One pass over an agreement's periods, in order. `submit=False` closes and signs but
         sends nothing; `close=False` only moves reports already signed (or in flight) on.
         `defer=True` (the loop): instead of closing a period or moving a signed or in-flight
         report on itself, the pass ends and returns ("close", period) or ("row", row id), for
         the loop to close, sign and move it with the other agreements' reports in batches (and to
         call this again once that report is final).
-        `snapshot` is (configHash, nextPeriod) as read by `_snapshot`."""
+        `snapshot` is (configHash, nextPeriod) as read by `_snapshot`; `rows` the agreement's
+        report rows by period, if just read."""
         config = self._refresh(a, snapshot[0] if snapshot else None)
         if snapshot:
             next_period = snapshot[1]
         else:
             call = {"to": a.address, "data": encode_call("Agreement", "nextPeriod")}
             next_period = int(decode_result("Agreement", "nextPeriod", self.rpc.call("eth_call", [call, "latest"])))
-        rows = self._reports(a)
+        rows = self._reports(a) if rows is None else rows
         blocked: tuple[str, int] | None = None
+        changed = False  # rows still tell the state (for the lag)
         for period in range(config.period_count):
             row = rows.get(period)
             if row is not None and row["state"] in FINAL:
@@ -554,10 +575,12 @@ class Service:
                 if submit and defer:
                     blocked = ("row", row["id"])
                     break
+                changed = True
                 if not submit or self.outbox.step(row["id"]) not in FINAL:
                     break  # periods settle in order: nothing after an unsettled one can go
                 continue
             if period < next_period:  # settled on-chain by another submitter
+                changed = True
                 if row is None and close and self._due(config, period):
                     row = self.close_period(a, config, period)
                 if row is None:
@@ -571,6 +594,7 @@ class Service:
             if row is None and defer:
                 blocked = ("close", period)
                 break
+            changed = True
             if row is None:
                 row = self.close_period(a, config, period)
             if row["state"] == CLOSED:
@@ -583,7 +607,7 @@ class Service:
             if self.outbox.step(row["id"]) not in FINAL:
                 break
         if blocked is None:
-            self._update_lag(a, config)
+            self._update_lag(a, config, None if changed else rows)
         return blocked
 
     def _placeholder(self, a: _Served, period: int) -> dict[str, Any]:
@@ -596,10 +620,10 @@ class Service:
         assert row is not None
         return row
 
-    def _update_lag(self, a: _Served, config: Config) -> None:
+    def _update_lag(self, a: _Served, config: Config, rows: dict[int, dict[str, Any]] | None = None) -> None:
         now = self.clock()
         lag = 0.0
-        rows = self._reports(a)
+        rows = self._reports(a) if rows is None else rows
         for period in range(config.period_count):
             end = config.period_bounds[period + 1]
             if end > now:
@@ -636,13 +660,14 @@ class Service:
             first = {a.spec.key: exc for a in agreements}
         pending: list[_Served] = []
         try:
+            known = self._reports_of(agreements) if self._pool is not None else {}
             for a in agreements:
                 try:
                     if self._pool is None:
                         self._ingest_inbox(a)
                     else:
                         state = first[a.spec.key]
-                        self._start_job(a, -1 if isinstance(state, Exception) else state[1])
+                        self._start_job(a, -1 if isinstance(state, Exception) else state[1], known[a.spec.key])
                 except Exception as exc:  # noqa: BLE001 - keep serving the others; retried next loop
                     self._failed(a, exc)
                     if progress is not None:
@@ -678,21 +703,30 @@ class Service:
         closes (one transaction), the signatures (one transaction), and the outbox steps of all
         their reports (batched). Returns the agreements whose report became final (their next
         period may be due)."""
-        def done(a: _Served) -> None:
-            if a.config is not None:
-                self._update_lag(a, a.config)
-            if progress is not None:
-                progress(a.spec.key)
+        finished: list[_Served] = []
+        try:
+            return self._serve_chunk_steps(chunk, snapshot, submit, progress, finished.append)
+        finally:  # their lag, from one read of their reports, then the progress bar
+            fresh = self._reports_of(finished)
+            for a in finished:
+                if a.config is not None:
+                    self._update_lag(a, a.config, fresh[a.spec.key])
+                if progress is not None:
+                    progress(a.spec.key)
 
+    def _serve_chunk_steps(self, chunk: list[_Served], snapshot: dict[str, tuple[bytes, int] | Exception],
+                           submit: bool, progress: Callable[[str], None] | None,
+                           done: Callable[[_Served], None]) -> list[_Served]:
         waiting: dict[int, _Served] = {}
         closing: list[tuple[_Served, Config, int]] = []
+        rows = self._reports_of(chunk)  # nothing else writes these agreements' reports meanwhile
         for a in chunk:
             try:
                 self._finish_job(a)
                 state = snapshot[a.spec.key]
                 if isinstance(state, Exception):
                     raise state
-                blocked = self.serve_agreement(a, submit=submit, defer=True, snapshot=state)
+                blocked = self.serve_agreement(a, submit=submit, defer=True, snapshot=state, rows=rows[a.spec.key])
             except Exception as exc:  # noqa: BLE001 - keep serving the others; retried next loop
                 self._failed(a, exc)
                 blocked = None
@@ -783,7 +817,7 @@ class Service:
                     self._json(200, {"ok": True})
                 elif len(parts) == 4 and parts[:2] == ["v1", "signatures"] and parts[3].isdigit():
                     try:
-                        address = to_checksum_address(parts[2])
+                        address = checksum(parts[2])
                     except ValueError:
                         self._json(400, {"error": "not an address"})
                         return
