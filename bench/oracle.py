@@ -10,6 +10,7 @@ agreements settled/s end to end, >= 300,000 events/s ingested.
 
     .venv/bin/python bench/oracle.py                    # 1,000 agreements, 10M events
     .venv/bin/python bench/oracle.py --quick            # 100 agreements, 1M events
+    .venv/bin/python bench/oracle.py --block-time 1     # settle on a chain that mines every second
 """
 from __future__ import annotations
 
@@ -130,7 +131,10 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def bench_settlement(n: int, work: Path) -> dict[str, float]:
+def bench_settlement(n: int, work: Path, block_time: int = 0) -> dict[str, float]:
+    """`block_time` 0: Anvil's default automine (a block as soon as a transaction arrives); else
+    a block every `block_time` seconds, as on a public chain, with the node ticking again every
+    0.2 s until every report is confirmed."""
     from eth_account import Account
     from eth_utils import keccak
 
@@ -162,10 +166,14 @@ def bench_settlement(n: int, work: Path) -> dict[str, float]:
             [Account.from_key(k) for k in keys[:2]]), submitter=submitter)
         try:
             service.start_workers()  # likewise a one-off at start-up (`oracle run` starts them first)
+            if block_time:
+                w3.provider.make_request("evm_setIntervalMining", [block_time])
             cpu0 = _cpu_split(service, chain)
             t0 = time.perf_counter()
             ticks = 0
-            while ticks < 5:
+            while ticks < (5 if not block_time else 5 + 100 * block_time):
+                if ticks and block_time:
+                    time.sleep(0.2)
                 service.tick()
                 ticks += 1
                 states = [r["state"] for a in service.status() for r in a["reports"]]
@@ -220,15 +228,18 @@ def main() -> None:
     ap.add_argument("--agreements", type=int)
     ap.add_argument("--events", type=int)
     ap.add_argument("--skip", choices=("settle", "ingest"))
+    ap.add_argument("--block-time", type=int, default=0,
+                    help="seconds between Anvil's blocks in the settlement run (0: automine, Anvil's default)")
     args = ap.parse_args()
     n = args.agreements or (100 if args.quick else 1_000)
     n_events = args.events or (1_000_000 if args.quick else 10_000_000)
     work = Path(tempfile.mkdtemp(prefix="slacomp-oracle-bench-"))
     try:
         if args.skip != "settle":
-            s = bench_settlement(n, work / "settle")
+            s = bench_settlement(n, work / "settle", args.block_time)
             rate = s["settled"] / s["seconds"]
-            print(f"settlement: {s['events_each']:,} events per agreement (identical evidence), "
+            mining = f"a block every {args.block_time} s" if args.block_time else "automine"
+            print(f"settlement: {s['events_each']:,} events per agreement (identical evidence), Anvil {mining}, "
                   f"setup {s['setup_s']:.1f} s (not timed), {s['ticks']} tick(s)")
             print(f"{'agreements':>11} {'settled':>8} {'seconds':>8} {'agreements/s':>13}")
             print(f"{n:>11,} {int(s['settled']):>8,} {s['seconds']:>8.2f} {rate:>13.1f}   "
