@@ -12,7 +12,8 @@ import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ TS_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):?(\d{2}))$"
 )
 _VECTOR_MIN_ROWS = 64
+_GOLDEN, _ONES = np.uint64(0x9E3779B97F4A7C15), np.uint64(2**64 - 1)
 
 
 class CsvProblem(Exception):
@@ -41,7 +43,7 @@ def parse_ts_text(text: str) -> int | None:
     m = TS_RE.match(text)
     if not m:
         return None
-    y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])
+    y, mo, d, h, mi, s = map(int, m.group(1, 2, 3, 4, 5, 6))
     if m.group(8):
         off = 0
     else:
@@ -49,14 +51,16 @@ def parse_ts_text(text: str) -> int | None:
         if oh > 23 or om > 59:
             return None
         off = (oh * 60 + om) * 60 * (1 if m.group(9) == "+" else -1)
+    if h > 23 or mi > 59 or s > 59:  # what datetime() refuses (no leap second)
+        return None
     try:
-        dt = datetime(y, mo, d, h, mi, s, tzinfo=timezone(timedelta(seconds=off)))
+        day = date(y, mo, d).toordinal() - _EPOCH_DAY
     except ValueError:
         return None
-    return int(dt.timestamp())
+    return day * 86400 + h * 3600 + mi * 60 + s - off
 
 
-_DIM = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
 
 
 @dataclass
@@ -115,36 +119,31 @@ class RawCsv:
     def factorize(self, k: int, vocab: list[str]) -> NDArray[np.int64]:
         """Index of each row's value of column k in `vocab`, -1 where it is not in it."""
         n = len(self)
-        vocab_b = [v.encode() for v in vocab]
-        lens = self.lengths(k)
+        start = self.start(k)
+        lens = self.end(k) - start
         width = int(lens.max()) if n else 0
-        if n < _VECTOR_MIN_ROWS or width > len(_PAD) - 8 or not vocab_b or any(b"\0" in v for v in vocab_b):
+        table = _vocabulary(tuple(vocab)) if n >= _VECTOR_MIN_ROWS and width <= len(_PAD) - 8 else None
+        if table is None:
             index = {v: i for i, v in enumerate(vocab)}
             return np.array([index.get(v, -1) for v in self.text(k)], dtype=np.int64)
-        # Candidate by (length, first 8 bytes), then an exact comparison of every word.
-        vmax = max(len(v) for v in vocab_b)
-        nw = (max(width, vmax) + 7) // 8
-        pad = lambda v: v + b"\0" * (8 * nw - len(v))  # noqa: E731
-        vwords = np.array([[int.from_bytes(pad(v)[8 * j:8 * j + 8], "little") for j in range(nw)] for v in vocab_b],
-                          dtype=np.uint64).reshape(len(vocab_b), nw).T
-        vl = np.array([len(v) for v in vocab_b], dtype=np.uint64)
-        vkey = vwords[0] ^ (vl << np.uint64(56)) if vmax <= 7 else vwords[0] * np.uint64(0x9E3779B97F4A7C15) ^ vl
-        order = np.argsort(vkey)
-        sk = vkey[order]
-        if len(sk) > 1 and (np.diff(sk) == 0).any():  # ambiguous candidates: exact Python path
-            index = {v: i for i, v in enumerate(vocab)}
-            return np.array([index.get(v, -1) for v in self.text(k)], dtype=np.int64)
-        words = _pack(self.buf, self.start(k), lens, nw * 8)
+        vwords, vl, vmax, order, sk = table
+        # Candidate by (length, first 8 bytes), then an exact comparison of length and every word.
+        nw = max((min(width, vmax) + 7) // 8, 1)  # the words of a field that can be in the vocabulary
+        # each field's first nw words, one load per row (the zero padding keeps it in bounds), zero past its end
+        rec = np.ndarray((len(self.buf) - 8 * nw + 1,), dtype=f"V{8 * nw}", buffer=self.buf, strides=(1,))
+        words = rec[start].view("<u8").reshape(-1, nw)
         ul = lens.astype(np.uint64)
-        key = words[0] ^ (ul << np.uint64(56)) if vmax <= 7 else words[0] * np.uint64(0x9E3779B97F4A7C15) ^ ul
+        w0 = words[:, 0] & ~(_ONES << (ul << np.uint64(3)))  # shifts of 64 bits or more give 0
+        key = w0 ^ (ul << np.uint64(56)) if vmax <= 7 else w0 * _GOLDEN ^ ul
         pos = np.searchsorted(sk, key)
         np.minimum(pos, len(sk) - 1, out=pos)
         cand = order[pos]
         ok = sk[pos] == key
+        ok &= vl[cand] == ul
         for j in range(1, nw):
-            ok &= vwords[j][cand] == words[j]
-        ok &= lens <= vmax
-        return np.where(ok, cand, -1).astype(np.int64)
+            rest = np.maximum(lens - 8 * j, 0).astype(np.uint64) << np.uint64(3)
+            ok &= vwords[j][cand] == words[:, j] & ~(_ONES << rest)
+        return np.where(ok, cand, -1).astype(np.int64, copy=False)
 
     def timestamps(self, k: int) -> tuple[I64, NDArray[np.bool_]]:
         """Epoch seconds of column k and a mask of rows that are not valid instants."""
@@ -165,6 +164,30 @@ class RawCsv:
         return out, bad
 
 
+@lru_cache(maxsize=16)
+def _vocabulary(vocab: tuple[str, ...]) -> tuple[NDArray[np.uint64], NDArray[np.uint64], int, I64, NDArray[np.uint64]] | None:
+    """For RawCsv.factorize: each entry's 8-byte words (a row per word), lengths, the longest
+    length, and the entries' lookup keys (length and first word) sorted with their order. None
+    when the exact Python lookup must be used (an empty vocabulary, a NUL byte in an entry, or
+    two entries with the same key)."""
+    vocab_b = [v.encode() for v in vocab]
+    if not vocab_b or any(b"\0" in v for v in vocab_b):
+        return None
+    vmax = max(len(v) for v in vocab_b)
+    nw = max((vmax + 7) // 8, 1)
+    vwords = np.array([[int.from_bytes(v[8 * j:8 * j + 8].ljust(8, b"\0"), "little") for j in range(nw)]
+                       for v in vocab_b], dtype=np.uint64).reshape(len(vocab_b), nw).T.copy()
+    vl = np.array([len(v) for v in vocab_b], dtype=np.uint64)
+    vkey = vwords[0] ^ (vl << np.uint64(56)) if vmax <= 7 else vwords[0] * _GOLDEN ^ vl
+    order = np.argsort(vkey)
+    sk = vkey[order]
+    if len(sk) > 1 and (np.diff(sk) == 0).any():
+        return None
+    for a in (vwords, vl, order, sk):
+        a.flags.writeable = False
+    return vwords, vl, vmax, order, sk
+
+
 def _words(buf: NDArray[np.uint8]) -> NDArray[np.uint64]:
     """Every unaligned little-endian 8-byte word of buf: words[i] = bytes i..i+7."""
     return np.ndarray((len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,))
@@ -181,65 +204,86 @@ _MONTH_DAYS = np.array([
 ], dtype=np.int64)
 
 
-_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
 _CHUNK = 1 << 20
 
 
+def _lanes(*ks: int) -> int:
+    return sum(0xFF << (8 * k) for k in ks)
+
+
+_U = np.uint64
+_ZERO, _SEVENS = _U(0x3030303030303030), _U(0x7676767676767676)  # b"0" * 8; 0x76 + a digit < 0x80
+_DIGITS = [_lanes(0, 1, 2, 3, 5, 6), _lanes(0, 1, 3, 4, 6, 7), _lanes(1, 2), _lanes(4, 5, 7)]
+_DIG = [_U(m) for m in _DIGITS]  # the digits' bytes: YYYY-MM-, DDTHH:MM, :SS, +HH:M(M)
+_TOP = [_U(0x8080808080808080 & m) for m in _DIGITS]
+_PAIRS2 = _U(_lanes(1, 2, 4, 5))  # SS and the offset's HH
+_FF = _U(0xFF)
+# days from 1970-01-01 to the day before the first of each month, and the days of each month
+_DAY0 = _MONTH_DAYS - 1
+_MONTH_LEN = np.diff(np.append(_MONTH_DAYS, _MONTH_DAYS[-1] + 31)).astype(np.uint64)
+
+
 def _fast_timestamps(buf: NDArray[np.uint8], st: I64, lens: I64) -> tuple[NDArray[np.bool_], I64]:
-    """Vectorised parse of YYYY-MM-DDTHH:MM:SSZ and ...SS+HH:MM, in chunks of 1M rows on
-    uint8 matrices (memory bandwidth is the limit). Rows it cannot read are returned as
-    not ok and go to the exact parser."""
-    W = _words(buf)
+    """Vectorised parse of YYYY-MM-DDTHH:MM:SSZ and ...SS+HH:MM, in chunks of 1M rows, on the
+    first 32 bytes of each field as four 8-byte words (one load per row; the digits checked and
+    combined in pairs a word at a time). Rows it cannot read are returned as not ok and go to
+    the exact parser."""
+    V = np.ndarray((len(buf) - 31,), dtype="V32", buffer=buf, strides=(1,))
     n = len(st)
     ok_all = np.zeros(n, dtype=bool)
     out = np.zeros(n, dtype=np.int64)
     for c0 in range(0, n, _CHUNK):
         s = st[c0:c0 + _CHUNK]
         ln = lens[c0:c0 + _CHUNK]
-        M = np.stack([W[s], W[s + 8], W[s + 16], W[s + 24]], axis=1).view(np.uint8)  # (rows, 32)
-        D = M[:, _DIGITS] - np.uint8(48)
-        ok = (D <= 9).all(axis=1)
-        ok &= (M[:, 4] == 45) & (M[:, 7] == 45) & (M[:, 13] == 58) & (M[:, 16] == 58)
-        sep = M[:, 10]
-        ok &= (sep == 84) | (sep == 116) | (sep == 32)
-        c19 = M[:, 19]
-        zulu = (ln == 20) & ((c19 == 90) | (c19 == 122))
-        O = M[:, [20, 21, 23, 24]] - np.uint8(48)
-        offs = (ln == 25) & ((c19 == 43) | (c19 == 45)) & (M[:, 22] == 58) & (O <= 9).all(axis=1)
-        O32 = O.astype(np.int32)
-        oh, om = O32[:, 0] * 10 + O32[:, 1], O32[:, 2] * 10 + O32[:, 3]
-        offs &= (oh <= 23) & (om <= 59)
+        R = V[s].view("<u8").reshape(-1, 4).T
+        r0, r1, r2 = R[0], R[1], R[2]  # "YYYY-MM-", "DDTHH:MM", ":SSZ" or ":SS+HH:M"
+        # each byte minus "0" (XOR: a digit becomes 0..9, any other byte something else), digits only
+        p0, p1, p2 = (r0 ^ _ZERO) & _DIG[0], (r1 ^ _ZERO) & _DIG[1], (r2 ^ _ZERO) & _PAIRS2
+        q2 = p2 & _DIG[2]
+        # a byte is 0..9 when neither it nor it + 0x76 has its top bit set
+        bad = ((p0 + _SEVENS) | p0) & _TOP[0]
+        bad |= ((p1 + _SEVENS) | p1) & _TOP[1]
+        bad |= ((q2 + _SEVENS) | q2) & _TOP[2]
+        ok = bad == 0
+        ok &= (r0 & _U(_lanes(4, 7))) == _U(ord("-") << 32 | ord("-") << 56)
+        ok &= (r1 & _U(_lanes(5))) == _U(ord(":") << 40)
+        ok &= (r2 & _FF) == _U(ord(":"))
+        sep = (r1 >> _U(16)) & _FF
+        ok &= ((sep | _U(0x20)) == _U(ord("t"))) | (sep == _U(ord(" ")))  # T, t or space
+        c19 = (r2 >> _U(24)) & _FF
+        zulu = (ln == 20) & ((c19 | _U(0x20)) == _U(ord("z")))  # Z or z
+        offs = (ln == 25) & ((c19 == _U(ord("+"))) | (c19 == _U(ord("-"))))
+        # tens * 10 + units in the byte of the tens digit, for every pair of digits of a word
+        u0 = p0 * _U(10) + (p0 >> _U(8))
+        u1 = p1 * _U(10) + (p1 >> _U(8))
+        u2 = p2 * _U(10) + (p2 >> _U(8))
+        y = (u0 & _FF) * _U(100) + ((u0 >> _U(16)) & _FF)
+        mo, d = (u0 >> _U(40)) & _FF, u1 & _FF
+        hh, mi, ss = (u1 >> _U(24)) & _FF, (u1 >> _U(48)) & _FF, (u2 >> _U(8)) & _FF
+        off_s = None
+        if offs.any():
+            o2 = (r2 ^ _ZERO) & _DIG[3]
+            o3 = (R[3] ^ _ZERO) & _FF
+            offs &= ((((o2 + _SEVENS) | o2) & _TOP[3]) == 0) & (o3 <= _U(9))
+            offs &= ((r2 >> _U(48)) & _FF) == _U(ord(":"))
+            oh, om = (u2 >> _U(32)) & _FF, (o2 >> _U(56)) * _U(10) + o3
+            offs &= (oh <= _U(23)) & (om <= _U(59))
+            off_s = np.where(offs, (oh * _U(3600) + om * _U(60)).view(np.int64), 0)
+            np.negative(off_s, out=off_s, where=c19 == _U(ord("-")))
         ok &= zulu | offs
-        X = D.astype(np.int32)
-        y = X[:, 0] * 1000 + X[:, 1] * 100 + X[:, 2] * 10 + X[:, 3]
-        mo, d = X[:, 4] * 10 + X[:, 5], X[:, 6] * 10 + X[:, 7]
-        hh, mi, ss = X[:, 8] * 10 + X[:, 9], X[:, 10] * 10 + X[:, 11], X[:, 12] * 10 + X[:, 13]
-        leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
-        dim = _DIM[np.clip(mo, 0, 12)] + ((mo == 2) & leap)
-        ok &= (y >= _YEAR0) & (y < _YEAR0 + _YEARS) & (mo >= 1) & (mo <= 12) & (d >= 1) & (d <= dim)
-        ok &= (hh <= 23) & (mi <= 59) & (ss <= 59)
-        month = np.where(ok, (y - _YEAR0) * 12 + mo - 1, 0)
-        off_s = np.where(offs, np.where(c19 == 45, -1, 1) * (oh * 3600 + om * 60), 0)
-        secs = (_MONTH_DAYS[month] + (d - 1)) * 86400 + (hh * 3600 + mi * 60 + ss - off_s).astype(np.int64)
+        # months since January _YEAR0 (wrapping around, so out of range, for earlier years or month 0)
+        month = (y - _U(_YEAR0)) * _U(12) + (mo - _U(1))
+        ok &= (month < _U(_YEARS * 12)) & (mo - _U(1) < _U(12))
+        ok &= (hh <= _U(23)) & (mi <= _U(59)) & (ss <= _U(59))
+        month[~ok] = 0
+        ok &= d - _U(1) < _MONTH_LEN[month]  # 1 <= d <= the month's days
+        secs = (_DAY0[month] + d.view(np.int64)) * 86400 + (hh * _U(3600) + mi * _U(60) + ss).view(np.int64)
+        if off_s is not None:
+            secs -= off_s
+        secs[~ok] = 0
         ok_all[c0:c0 + _CHUNK] = ok
-        out[c0:c0 + _CHUNK] = np.where(ok, secs, 0)
+        out[c0:c0 + _CHUNK] = secs
     return ok_all, out
-
-
-_MASKS = np.array([(1 << (8 * r)) - 1 for r in range(8)] + [2**64 - 1], dtype=np.uint64)
-
-
-def _pack(buf: NDArray[np.uint8], starts: I64, lens: I64, width: int) -> NDArray[np.uint64]:
-    """Each field's bytes as little-endian 8-byte words, zero past its end (the buffer's
-    zero padding keeps every load in bounds for width <= len(_PAD))."""
-    W = _words(buf)
-    nw = max((width + 7) // 8, 1)
-    words = np.empty((nw, len(starts)), dtype=np.uint64)
-    for j in range(nw):
-        rem = np.clip(lens - 8 * j, 0, 8)
-        words[j] = W[starts + 8 * j] if j == 0 else W[np.minimum(starts + 8 * j, len(W) - 1)]
-        words[j] &= _MASKS[rem]
-    return words
 
 
 def _mix(words: NDArray[np.uint64], lens: I64) -> NDArray[np.uint64]:
@@ -261,10 +305,9 @@ def read_raw(path: Path, required: list[str]) -> RawCsv:
     with path.open("rb") as f:
         f.readinto(memoryview(buf)[:size])
     skip = 3 if bytes(buf[:3]) == b"\xef\xbb\xbf" else 0
-    head = bytes(buf[skip:min(size, 1 << 16)])
-    if not head.strip() and not bytes(buf[skip:size]).strip():
+    if not bytes(buf[skip:min(size, skip + 4096)]).strip() and not bytes(buf[skip:size]).strip():
         raise CsvProblems([CsvProblem(1, "(header)", "file is empty; a header row is required")])
-    if (buf[:size] == 34).any():
+    if _has_quote(buf, size):
         raw = _read_quoted(path.name, bytes(buf[skip:size]))
     else:
         if size == 0 or buf[size - 1] != 10:
@@ -294,22 +337,32 @@ def _ragged(header: list[str], line: int, found: int) -> CsvProblem:
 _PAD = b"\0" * 32
 
 
+def _has_quote(buf: NDArray[np.uint8], size: int) -> bool:
+    mv = memoryview(buf)
+    return any(bytes(mv[i:min(i + (1 << 20), size)]).find(b'"') >= 0 for i in range(0, size, 1 << 20))
+
+
 def _read_plain(name: str, buf: NDArray[np.uint8], begin: int, size: int) -> RawCsv:
     """buf[begin:size] is the file (ending in a newline), followed by zero padding."""
-    hdr_end = begin + int(np.argmax(buf[begin:size] == 10))
+    newline = buf[begin:size] == 10
+    hdr_end = begin + int(np.argmax(newline))
     header = [h.strip() for h in bytes(buf[begin:hdr_end]).decode("utf-8", errors="replace").rstrip("\r").split(",")]
     ncols = len(header)
-    core = buf[hdr_end + 1:size]
-    seps = np.flatnonzero((core == 44) | (core == 10)).astype(np.int64) + (hdr_end + 1)
+    first = hdr_end + 1
+    core, core_nl = buf[first:size], newline[first - begin:]
+    is_sep = core == 44
+    is_sep |= core_nl
+    seps = np.flatnonzero(is_sep).astype(np.int64, copy=False)
+    seps += first
     if len(seps) % ncols == 0:
         sep = seps.reshape(-1, ncols)
-        kinds = buf[sep]
-        if (kinds[:, -1] == 10).all() and (ncols == 1 or (kinds[:, :-1] == 44).all()):
-            starts0 = np.concatenate([[hdr_end + 1], sep[:-1, -1] + 1])
-            if not (sep[:, -1] == starts0).any():  # no blank lines: the fast shape holds
-                cr = buf[np.maximum(sep[:, -1] - 1, 0)] == 13
+        # every row's last separator is a newline and no other one is (so all others are commas)
+        if (buf[sep[:, -1]] == 10).all() and np.count_nonzero(core_nl) == len(sep):
+            # a blank line (with more than one column it would have failed the test above)
+            if ncols > 1 or not (sep[:, 0] == np.concatenate([[first], sep[:-1, 0] + 1])).any():
+                cr = buf[np.maximum(sep[:, -1] - 1, 0)] == 13 if (core == 13).any() else None
                 lines = np.arange(2, len(sep) + 2, dtype=np.int64)
-                return RawCsv(name, header, buf, sep, hdr_end + 1, cr if cr.any() else None, lines)
+                return RawCsv(name, header, buf, sep, first, cr if cr is not None and cr.any() else None, lines)
     return _read_lines(name, bytes(buf[begin:size]), header)
 
 
