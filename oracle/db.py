@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (BigInteger, Column, ForeignKey, Index, Integer, MetaData, SmallInteger, String, Table,
-                        Text, UniqueConstraint, create_engine, event, inspect)
+                        Text, UniqueConstraint, bindparam, create_engine, event, inspect)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Compiled, Connection, Dialect, Engine
 from sqlalchemy.sql.expression import Executable
@@ -201,18 +202,27 @@ def _check_layout(engine: Engine, url: str) -> None:
                               "old file aside (or drop its tables) and re-ingest the evidence")
 
 
+def _insert_ignore(dialect: str, table: Table) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING into `table`, in `dialect`."""
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    raise ValueError(f"unsupported database {dialect!r} (sqlite or postgresql)")  # pragma: no cover
+
+
 def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING, in the engine's dialect."""
     if not rows:
         return
-    dialect = conn.engine.dialect.name
-    if dialect == "sqlite":
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    elif dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing()
-    else:  # pragma: no cover - other databases are not supported
-        raise ValueError(f"unsupported database {dialect!r} (sqlite or postgresql)")
-    conn.execute(stmt, rows)
+    conn.execute(_insert_ignore(conn.engine.dialect.name, table), rows)
+
+
+@lru_cache(maxsize=64)
+def insert_ignore_rows(dialect: str, table: Table) -> Any:
+    """`insert_ignore`'s statement with a bound parameter for every column but a generated `id`,
+    for `execute_many` (each row must give every column)."""
+    return _insert_ignore(dialect, table).values({c.name: bindparam(c.name) for c in table.columns if c.name != "id"})
 
 
 @lru_cache(maxsize=64)
@@ -233,6 +243,31 @@ def fetch_tuples(conn: Connection, stmt: Executable, params: dict[str, Any] | No
     try:
         cursor.execute(str(compiled), args)
         return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+@lru_cache(maxsize=64)
+def _compiled_dml(stmt: Executable, dialect: Dialect) -> tuple[str, Any]:
+    """The SQL of `stmt` in `dialect`, and a function from a row's dict to the driver's parameters."""
+    compiled = stmt.compile(dialect=dialect, for_executemany=True)
+    if not compiled.positional:
+        return str(compiled), None
+    names = tuple(compiled.positiontup or ())
+    return str(compiled), itemgetter(*names) if len(names) > 1 else lambda r: tuple(r[n] for n in names)
+
+
+def execute_many(conn: Connection, stmt: Executable, rows: list[dict[str, Any]]) -> None:
+    """An INSERT or UPDATE whose every value is a `bindparam` given in each of `rows` (no column
+    defaults are applied), compiled once per dialect and run on the connection's DB-API cursor,
+    like `fetch_tuples`: SQLAlchemy's own work for each statement costs several times what running
+    a small one does."""
+    if not rows:
+        return
+    sql, args = _compiled_dml(stmt, conn.dialect)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.executemany(sql, rows if args is None else map(args, rows))
     finally:
         cursor.close()
 

@@ -10,8 +10,10 @@ import csv
 import hashlib
 import io
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,8 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .csvraw import parse_ts_text, read_columns
-from .db import devices, events, exclusions, fetch_tuples, insert_ignore, now, quarantine, sources, tickets
+from .db import (devices, events, exclusions, execute_many, fetch_tuples, insert_ignore_rows, now, quarantine,
+                 sources, tickets)
 from .evidence import DEVICES, EVENTS, EXCLUSIONS, STATES, TICKETS
 from .periods import iso_utc, iso_utc_many
 from .terms import Terms
@@ -202,19 +205,39 @@ _TABLE = {"devices": devices, "events": events, "exclusions": exclusions, "ticke
 
 def _device_ids(conn: Connection, agreement: str) -> dict[str, int]:
     """device_id -> devices.id (the key of the agreement's devices in the events table)."""
-    q = select(devices.c.device_id, devices.c.id).where(devices.c.agreement == agreement)
-    return {did: int(i) for did, i in conn.execute(q)}
+    return {did: int(i) for did, i in fetch_tuples(conn, _Q_DEVICE_IDS, {"agreement": agreement})}
 
 
 _STATE_CODE = {s: i for i, s in enumerate(STATES)}
 
 
-def _events_of(agreement: str, *where: Any) -> Any:
+def _events_of(agreement: Any, *where: Any) -> Any:
     """SELECT ts, device_id, state, source_id, line of the agreement's events (through devices)."""
     return select(events.c.ts, devices.c.device_id, events.c.state, events.c.source_id, events.c.line).join(
         devices, devices.c.id == events.c.device).where(devices.c.agreement == agreement, *where)
 
 
+# The statements of an ingest, built once with bound parameters: building and hashing a fresh
+# construct for every statement costs several times what executing a cached one does.
+_Q_DEVICE_IDS = select(devices.c.device_id, devices.c.id).where(devices.c.agreement == bindparam("agreement"))
+_Q_EVENTS_IN = _events_of(bindparam("agreement"), events.c.ts >= bindparam("lo"), events.c.ts <= bindparam("hi"))
+_Q_EVENTS_HELD = _Q_EVENTS_IN.limit(1)
+_Q_HELD_ROWS = {kind: select(t).where(t.c.agreement == bindparam("agreement")) for kind, t in (
+    ("devices", devices), ("exclusions", exclusions), ("tickets", tickets))}
+_Q_SEEN = select(sources.c.id).where(sources.c.agreement == bindparam("agreement"),
+                                     sources.c.kind == bindparam("kind"), sources.c.sha256 == bindparam("sha256"))
+_Q_NEW_SOURCE = sources.insert().values(
+    agreement=bindparam("s_agreement"), kind=bindparam("s_kind"), name=bindparam("s_name"),
+    sha256=bindparam("s_sha256"), ingested_at=bindparam("s_at"), accepted=0, duplicates=0, quarantined=0)
+_Q_NEW_SOURCE_ID = _Q_NEW_SOURCE.returning(sources.c.id)
+_Q_SOURCE_COUNTS = update(sources).where(sources.c.id == bindparam("source")).values(
+    accepted=bindparam("n_accepted"), duplicates=bindparam("n_duplicates"), quarantined=bindparam("n_quarantined"))
+_Q_QUARANTINE = quarantine.insert().values({c: bindparam(c) for c in (
+    "agreement", "kind", "source_id", "file", "line", "field", "reason", "raw", "created_at")})
+_Q_OPEN_UNKNOWN_DEVICE = select(quarantine).where(
+    quarantine.c.agreement == bindparam("agreement"), quarantine.c.resolved_at.is_(None),
+    quarantine.c.reason.like("unknown device%"))
+_Q_RESOLVE = update(quarantine).where(quarantine.c.id == bindparam("qid")).values(resolved_at=bindparam("stamp"))
 class _Batch:
     """Stores validated rows of one kind, deciding duplicate / update / conflict against what the
     database (and this batch) already holds."""
@@ -227,18 +250,19 @@ class _Batch:
         self.existing: dict[Any, dict[str, Any]] = {}
 
     def preload(self, recs: list[dict[str, Any]]) -> None:
-        t = _TABLE[self.kind]
         if self.kind == "events":
             if not recs:
                 return
             lo, hi = min(r["ts"] for r in recs), max(r["ts"] for r in recs)
-            for ts, did, state, source_id, line in self.conn.execute(
-                    _events_of(self.agreement, events.c.ts >= lo, events.c.ts <= hi)):
+            for ts, did, state, source_id, line in fetch_tuples(
+                    self.conn, _Q_EVENTS_IN, {"agreement": self.agreement, "lo": lo, "hi": hi}):
                 self.existing[(did, ts)] = {"ts": ts, "device_id": did, "state": STATES[state],
                                             "source_id": source_id, "line": line}
             return
-        for row in self.conn.execute(select(t).where(t.c.agreement == self.agreement)).mappings():
-            self.existing[self._key(row)] = dict(row)
+        names = _TABLE[self.kind].columns.keys()
+        for values in fetch_tuples(self.conn, _Q_HELD_ROWS[self.kind], {"agreement": self.agreement}):
+            row = dict(zip(names, values))
+            self.existing[self._key(row)] = row
 
     def _key(self, rec: Any) -> Any:
         if self.kind == "devices":
@@ -296,14 +320,15 @@ class _Batch:
                      "source_id": r["source_id"], "line": r["line"]} for r in self.new]
         else:
             rows = [r | {"agreement": self.agreement} for r in self.new]
-        insert_ignore(self.conn, _TABLE[self.kind], rows)
+        execute_many(self.conn, insert_ignore_rows(self.conn.dialect.name, _TABLE[self.kind]), rows)
         self.new = []
 
 
 def _store(conn: Connection, terms: Terms, agreement: str, kind: str, source_id: int, file: str,
            rows: Iterable[tuple[int, dict[str, Any] | _Reject]], result: IngestResult,
            frozen_before: int | None) -> None:
-    known = set(_device_ids(conn, agreement))
+    # only events and exclusions name devices (an inventory's own rows are checked against the terms)
+    known = set(_device_ids(conn, agreement)) if kind in ("events", "exclusions") else set()
     validator = _Validator(terms, known)
     check = getattr(validator, f"{kind}_row")
     staged: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
@@ -333,7 +358,7 @@ def _store(conn: Connection, terms: Terms, agreement: str, kind: str, source_id:
           "field": rej.field, "reason": rej.reason, "raw": json.dumps(row, sort_keys=True, default=str),
           "created_at": stamp} for line, row, rej in sorted(rejects, key=lambda r: r[0])]
     if q:
-        conn.execute(quarantine.insert(), q)
+        execute_many(conn, _Q_QUARANTINE, q)
     result.quarantined += len(q)
     result.problems += [(d["line"], d["field"], d["reason"]) for d in q]
 
@@ -366,25 +391,25 @@ def _store_events_fast(conn: Connection, agreement: str, source_id: int, path: P
     dkey, ts = dkey[order], ts[order]
     if bool(((dkey[1:] == dkey[:-1]) & (ts[1:] == ts[:-1])).any()):
         return False  # duplicates or conflicts: counted and explained row by row
-    held = conn.execute(_events_of(agreement, events.c.ts >= t_lo, events.c.ts <= t_hi).limit(1)).first()
-    if held is not None:
+    if fetch_tuples(conn, _Q_EVENTS_HELD, {"agreement": agreement, "lo": t_lo, "hi": t_hi}):
         return False
-    # device id, ts, state code, line: int64 columns, one row each
-    table = np.empty((len(order), 4), dtype=np.int64)
+    # device id, ts, state code, source id, line: int64 columns, one row each (the source id a
+    # bound value too, so the statement text is the same for every file and its prepared form is reused)
+    table = np.empty((len(order), 5), dtype=np.int64)
     table[:, 0] = key_of[dev[order]]
     table[:, 1] = ts
     table[:, 2] = state[order]
-    np.add(order, 2, out=table[:, 3])  # header is line 1
+    table[:, 3] = source_id
+    np.add(order, 2, out=table[:, 4])  # header is line 1
     del dkey, ts, dev, state, cols
     raw = conn.connection.driver_connection  # type: ignore[union-attr]
     cursor = raw.cursor()
     try:
         if isinstance(raw, sqlite3.Connection):
-            _insert_sqlite(raw, cursor, table, int(source_id))
+            _insert_sqlite(raw, cursor, table)
         else:
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            sql = (f"INSERT INTO events (device, ts, state, source_id, line) "
-                   f"VALUES ({mark}, {mark}, {mark}, {int(source_id)}, {mark})")
+            sql = f"INSERT INTO events (device, ts, state, source_id, line) VALUES ({', '.join([mark] * 5)})"
             for lo in range(0, len(table), _FAST_CHUNK):
                 cursor.executemany(sql, table[lo:lo + _FAST_CHUNK].tolist())
     finally:
@@ -393,35 +418,46 @@ def _store_events_fast(conn: Connection, agreement: str, source_id: int, path: P
     return True
 
 
-def _insert_sqlite(raw: sqlite3.Connection, cursor: sqlite3.Cursor, table: np.ndarray, source_id: int) -> None:
-    """Rows of (device, ts, state, line) as multi-row INSERTs of up to 1,000 rows: one bound
-    parameter list per statement (no per-row tuples), which is about twice executemany's rate."""
-    per = max(1, min(1000, raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 4)) \
-        if hasattr(raw, "getlimit") else 200
-
-    def sql(rows: int) -> str:
-        return ("INSERT INTO events (device, ts, state, source_id, line) VALUES "
-                + ",".join([f"(?,?,?,{source_id},?)"] * rows))
-
-    full_sql = sql(per)
+def _insert_sqlite(raw: sqlite3.Connection, cursor: sqlite3.Cursor, table: np.ndarray) -> None:
+    """Rows of (device, ts, state, source id, line) as multi-row INSERTs: one bound parameter list
+    per statement (no per-row tuples), about twice executemany's rate. Statements hold a power of
+    two of rows (at most 256, the tail split by its binary digits): a handful of distinct texts,
+    prepared once per connection and then found in the driver's statement cache."""
+    limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(raw, "getlimit") else 999
+    per = 1 << max(0, min(8, (limit // 5).bit_length() - 1))
+    full_sql = _values_sql(per)
     chunk = max(1, _FAST_CHUNK // per) * per
     for lo in range(0, len(table), chunk):
         part = table[lo:lo + chunk]
         whole = len(part) // per * per
-        if whole:  # one parameter list of per*4 values for each statement
-            cursor.executemany(full_sql, part[:whole].reshape(-1, 4 * per).tolist())
-        if whole < len(part):
-            cursor.execute(sql(len(part) - whole), part[whole:].ravel().tolist())
+        if whole:  # one parameter list of per*5 values for each statement
+            cursor.executemany(full_sql, part[:whole].reshape(-1, 5 * per).tolist())
+        rows = per >> 1
+        while whole < len(part):
+            if len(part) - whole >= rows:
+                cursor.execute(_values_sql(rows), part[whole:whole + rows].ravel().tolist())
+                whole += rows
+            rows >>= 1
 
 
-def _begin_source(conn: Connection, agreement: str, kind: str, name: str, digest: str) -> int | None:
-    """The new source's id, or None when this content was ingested before."""
-    seen = conn.execute(select(sources.c.id).where(
-        sources.c.agreement == agreement, sources.c.kind == kind, sources.c.sha256 == digest)).first()
-    if seen is not None:
+def _values_sql(rows: int) -> str:
+    return "INSERT INTO events (device, ts, state, source_id, line) VALUES " + ",".join(["(?,?,?,?,?)"] * rows)
+
+
+def _begin_source(conn: Connection, agreement: str, kind: str, name: str, digest: str,
+                  checked: bool = False) -> int | None:
+    """The new source's id, or None when this content was ingested before (`checked`: the caller
+    just found it was not; a concurrent ingest of the same content then fails on uq_source_content)."""
+    if not checked and _seen(conn, agreement, kind, digest):
         return None
-    return int(conn.execute(sources.insert().values(
-        agreement=agreement, kind=kind, name=name, sha256=digest, ingested_at=now())).inserted_primary_key[0])
+    values = {"s_agreement": agreement, "s_kind": kind, "s_name": name, "s_sha256": digest, "s_at": now()}
+    if conn.dialect.insert_returning:  # SQLite 3.35+, PostgreSQL: one statement on the DB-API cursor
+        return int(fetch_tuples(conn, _Q_NEW_SOURCE_ID, values)[0][0])
+    return int(conn.execute(_Q_NEW_SOURCE, values).inserted_primary_key[0])
+
+
+def _seen(conn: Connection, agreement: str, kind: str, digest: str) -> bool:
+    return bool(fetch_tuples(conn, _Q_SEEN, {"agreement": agreement, "kind": kind, "sha256": digest}))
 
 
 def _ingest(engine: Engine, terms: Terms, agreement: str, kind: str, name: str, digest: str,
@@ -429,25 +465,40 @@ def _ingest(engine: Engine, terms: Terms, agreement: str, kind: str, name: str, 
             fast: Path | None = None) -> IngestResult:
     if kind not in KINDS:
         raise IngestError(f"unknown kind {kind!r} ({', '.join(KINDS)})")
-    result = IngestResult(source=name, kind=kind)
     with engine.begin() as conn:  # one transaction: a crash leaves nothing half-ingested
-        source_id = _begin_source(conn, agreement, kind, name, digest)
-        if source_id is None:
-            result.skipped = True
-            return result
-        if fast is None or not _store_events_fast(conn, agreement, source_id, fast, result, frozen_before):
-            _store(conn, terms, agreement, kind, source_id, name, rows, result, frozen_before)
-        conn.execute(update(sources).where(sources.c.id == source_id).values(
-            accepted=result.accepted, duplicates=result.duplicates, quarantined=result.quarantined))
-        if kind in ("devices",) and result.accepted:
-            result.released = _release(conn, terms, agreement, frozen_before)
+        return _ingest_in(conn, terms, agreement, frozen_before, kind, name, digest, rows, fast)
+
+
+def _ingest_in(conn: Connection, terms: Terms, agreement: str, frozen_before: int | None, kind: str, name: str,
+               digest: str, rows: Iterable[tuple[int, dict[str, Any] | _Reject]],
+               fast: Path | None = None, checked: bool = False) -> IngestResult:
+    """One input, in the caller's transaction."""
+    result = IngestResult(source=name, kind=kind)
+    source_id = _begin_source(conn, agreement, kind, name, digest, checked)
+    if source_id is None:
+        result.skipped = True
+        return result
+    if fast is None or not _store_events_fast(conn, agreement, source_id, fast, result, frozen_before):
+        _store(conn, terms, agreement, kind, source_id, name, rows, result, frozen_before)
+    execute_many(conn, _Q_SOURCE_COUNTS, [{"source": source_id, "n_accepted": result.accepted,
+                                            "n_duplicates": result.duplicates, "n_quarantined": result.quarantined}])
+    if kind in ("devices",) and result.accepted:
+        result.released = _release(conn, terms, agreement, frozen_before)
     return result
+
+
+_Input = tuple[str, str, str, Iterable[tuple[int, dict[str, Any] | _Reject]], Path | None]
 
 
 def ingest_file(engine: Engine, terms: Terms, agreement: str, path: str | Path, kind: str | None = None,
                 frozen_before: int | None = None) -> IngestResult:
     """Ingest one CSV/JSONL file for `agreement`. Idempotent: the same content is ingested once."""
-    p = Path(path)
+    kind, name, digest, rows, fast = _open(Path(path), kind)
+    return _ingest(engine, terms, agreement, kind, name, digest, rows, frozen_before, fast)
+
+
+def _open(p: Path, kind: str | None) -> _Input:
+    """(kind, name, sha256, rows, path for the columnar path or None) of a file."""
     try:
         size = p.stat().st_size
         kind = kind or kind_of(p)
@@ -457,13 +508,11 @@ def ingest_file(engine: Engine, terms: Terms, agreement: str, path: str | Path, 
             with p.open("rb") as f:
                 while block := f.read(1 << 20):
                     h.update(block)
-            return _ingest(engine, terms, agreement, kind, str(p), h.hexdigest(), _read_rows_later(p),
-                           frozen_before, p)
+            return kind, str(p), h.hexdigest(), _read_rows_later(p), p
         data = p.read_bytes()
     except OSError as exc:
         raise IngestError(f"{p}: cannot read: {exc.strerror}") from None
-    digest = hashlib.sha256(data).hexdigest()
-    return _ingest(engine, terms, agreement, kind, str(p), digest, _read_rows(p, data), frozen_before)
+    return kind, str(p), hashlib.sha256(data).hexdigest(), _read_rows(p, data), None
 
 
 def _read_rows_later(p: Path) -> Iterator[tuple[int, dict[str, Any] | _Reject]]:
@@ -487,9 +536,8 @@ def ingest_rows(engine: Engine, terms: Terms, agreement: str, kind: str, rows: l
 
 def _release(conn: Connection, terms: Terms, agreement: str, frozen_before: int | None) -> int:
     """Retry open quarantined rows that failed only for an unknown device (late inventory)."""
-    held = conn.execute(select(quarantine).where(
-        quarantine.c.agreement == agreement, quarantine.c.resolved_at.is_(None),
-        quarantine.c.reason.like("unknown device%"))).mappings().all()
+    names = quarantine.columns.keys()
+    held = [dict(zip(names, r)) for r in fetch_tuples(conn, _Q_OPEN_UNKNOWN_DEVICE, {"agreement": agreement})]
     released = 0
     for kind in ("events", "exclusions"):
         mine = [q for q in held if q["kind"] == kind]
@@ -510,7 +558,7 @@ def _release(conn: Connection, terms: Terms, agreement: str, frozen_before: int 
                 batch.add(rec, q["source_id"], q["line"])
             except _Reject:
                 continue
-            conn.execute(update(quarantine).where(quarantine.c.id == q["id"]).values(resolved_at=now()))
+            execute_many(conn, _Q_RESOLVE, [{"qid": q["id"], "stamp": now()}])
             released += 1
         batch.flush()
     return released
@@ -519,11 +567,72 @@ def _release(conn: Connection, terms: Terms, agreement: str, frozen_before: int 
 def ingest_folder(engine: Engine, terms: Terms, agreement: str, folder: Path,
                   frozen_before: int | None = None) -> list[IngestResult]:
     """Ingest every evidence file of a folder (devices first, so events can name them);
-    files ingested before are skipped by content hash."""
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES] if folder.is_dir() else []
+    files ingested before are skipped by content hash. One transaction for the folder: a file
+    that fails is rolled back alone, the files before it stay ingested and its error is raised
+    (the files after it wait for the next pass)."""
+    files: list[Path] = []
+    if folder.is_dir():
+        with os.scandir(folder) as entries:  # the entries' types without a stat each
+            files = [Path(e.path) for e in entries if e.name.lower().endswith(SUFFIXES) and e.is_file()]
     order = {k: i for i, k in enumerate(KINDS)}
     known = [(order[k], p.name, p) for p in files for k in [_kind_or_none(p)] if k is not None]
-    return [ingest_file(engine, terms, agreement, p, frozen_before=frozen_before) for _, _, p in sorted(known)]
+    results: list[IngestResult] = []
+    failed: Exception | None = None
+    if not known:
+        return results
+    # One commit for the folder, each file after the first one written in a savepoint of its
+    # own: the same outcome as a transaction per file.
+    with engine.begin() as conn:
+        writing = False
+        for _, _, p in sorted(known):
+            try:
+                kind, name, digest, rows, fast = _open(p, None)
+            except IngestError as exc:
+                failed = exc
+                break
+            if not writing:
+                if _seen(conn, agreement, kind, digest):  # a read: nothing new, no write lock
+                    results.append(IngestResult(source=name, kind=kind, skipped=True))
+                    continue
+                # Nothing written before it: if it fails, the transaction rolls back whole. Its
+                # first statement, the INSERT of its source, begins the transaction (sqlite3's
+                # legacy transaction control sends BEGIN only before INSERT, UPDATE or DELETE; a
+                # SAVEPOINT outside a transaction would start one of its own, committed by its
+                # RELEASE) and takes SQLite's write lock before the transaction has read anything.
+                results.append(_ingest_in(conn, terms, agreement, frozen_before, kind, name, digest, rows, fast,
+                                          checked=True))
+                writing = True
+                continue
+            try:
+                with _savepoint(conn):
+                    results.append(_ingest_in(conn, terms, agreement, frozen_before, kind, name, digest, rows, fast))
+            except Exception as exc:  # noqa: BLE001 - raised once the files before it are committed
+                failed = exc
+                break
+    if failed is not None:
+        raise failed
+    return results
+
+
+@contextmanager
+def _savepoint(conn: Connection) -> Iterator[None]:
+    """SAVEPOINT / RELEASE SAVEPOINT around one file, or ROLLBACK TO SAVEPOINT when it fails: the
+    statements conn.begin_nested() sends (standard SQL, in SQLite and PostgreSQL alike), run on
+    the DB-API cursor: SQLAlchemy compiles each of them anew, which costs more than all the other
+    statements of a small file. The transaction must have begun (for sqlite3 a savepoint outside
+    one is a transaction of its own): ingest_folder opens one per file after the first written."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute("SAVEPOINT ingest_file")
+        try:
+            yield
+        except BaseException:
+            cursor.execute("ROLLBACK TO SAVEPOINT ingest_file")
+            cursor.execute("RELEASE SAVEPOINT ingest_file")
+            raise
+        cursor.execute("RELEASE SAVEPOINT ingest_file")
+    finally:
+        cursor.close()
 
 
 def _kind_or_none(p: Path) -> str | None:
