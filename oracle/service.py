@@ -30,7 +30,7 @@ from web3.contract import Contract
 
 from .addresses import checksum
 from . import db
-from .bundle import write_bundle
+from .bundle import CAN_DEFER_SYNC, sync_store, write_bundle
 from .chain import RpcError, decode_event, decode_result, encode_call, event_topic
 from .db import insert_ignore, quarantine, reports, signatures
 from .ingest import IngestResult, export_evidence, ingest_file, ingest_folder, ingest_rows
@@ -367,9 +367,11 @@ class Service:
 
     def _close_many(self, items: list[tuple[_Served, Config, int]]) -> list[dict[str, Any] | Exception]:
         """`close_period` for several agreements: the reports are written in one database
-        transaction (each bundle is on disk, fsynced, before), then each gets its `closed` hook."""
+        transaction, then each gets its `closed` hook. Each bundle is durable on disk before:
+        fsynced by its writer, or (written by a worker) synced with the others by one syncfs."""
         out: list[dict[str, Any] | Exception | None] = []
         values: list[dict[str, Any]] = []
+        unsynced = False
         rows = self._reports_of([a for a, _, _ in items])
         for a, config, period in items:
             try:
@@ -381,6 +383,7 @@ class Service:
                 if isinstance(ready, Exception):
                     raise ready
                 closed = ready if ready is not None else prepare_close(self.engine, self._close_job(a, config, period))
+                unsynced = unsynced or not closed["durable"]
                 credit = config.credit(closed["attainments"])
                 if credit != closed["total_credit"]:
                     log.warning("schedule credit differs from the engine's", extra={"fields": {
@@ -397,6 +400,11 @@ class Service:
                 out.append(None)
             except Exception as exc:  # noqa: BLE001 - this agreement only
                 out.append(exc)
+        if values and unsynced:  # the bundles are durable before the reports that name them
+            try:
+                sync_store(self.settings.bundle_store())
+            except OSError as exc:
+                out, values = [exc if x is None else x for x in out], []
         if values:
             with self.engine.begin() as conn:
                 insert_ignore(conn, reports, values)
@@ -436,7 +444,8 @@ class Service:
                 if not self._due(config, period):
                     break
                 if period not in have:
-                    job["close"] = self._close_job(a, config, period)
+                    # the bundle is synced with the others of its chunk (`_close_many`), not alone
+                    job["close"] = self._close_job(a, config, period) | {"durable": not CAN_DEFER_SYNC}
                     break
         self._jobs[a.spec.key] = self._pool.submit(_job_in_worker, job)
 
@@ -876,9 +885,11 @@ def prepare_close(engine: Engine, job: dict[str, Any]) -> dict[str, Any]:
     with engine.connect() as conn:
         files = export_evidence(conn, job["key"], job["start"], job["end"])
     bundle, result = write_bundle(job["store"], job["terms_bytes"], files, job["label"],
-                                  meta={"address": job["address"], "chain_id": job["chain_id"]})
+                                  meta={"address": job["address"], "chain_id": job["chain_id"]},
+                                  durable=job.get("durable", True))
     report = report_from_result(result, job["period"])
-    return {"bundle_id": bundle.id, "terms_hash": result.terms_hash, "evidence_root": result.evidence_root,
+    return {"bundle_id": bundle.id, "durable": job.get("durable", True),
+            "terms_hash": result.terms_hash, "evidence_root": result.evidence_root,
             "attainments": report.attainments, "packed_attainments": "0x" + report.packed_attainments.hex(),
             "digest": "0x" + report.digest(job["chain_id"], job["address"]).hex(),
             "total_credit": result.total_credit}

@@ -477,6 +477,37 @@ def test_many_agreements_are_broadcast_in_one_batch_then_confirmed(keystores, tm
     service.close()
 
 
+def test_worker_bundles_are_synced_once_before_their_reports_are_stored(keystores, tmp_path, anvil, monkeypatch):
+    """Bundles written by worker processes skip their fsyncs; the node makes them durable with
+    one syncfs of the store before the reports that name them are stored, and each is whole."""
+    from oracle import bundle as bundle_mod
+    from oracle import service as service_mod
+
+    if not bundle_mod.CAN_DEFER_SYNC:
+        pytest.skip("no syncfs here: workers fsync every bundle")
+    deps, cfg = _many(tmp_path, keystores, anvil, 3)
+    service = Service(settings_from(cfg), workers=1)
+    calls = []
+
+    def sync(store):
+        with service.engine.connect() as conn:
+            stored = conn.execute(select(db.reports)).all()
+        calls.append((Path(store), len(stored), sorted(p.name for p in Path(store).iterdir())))
+        bundle_mod.sync_store(store)
+
+    monkeypatch.setattr(service_mod, "sync_store", sync)
+    service.tick()
+    assert _states(service) == [CONFIRMED] * 3
+    [(store, reports_then, names)] = calls  # once, for the three, before any report was stored
+    assert reports_then == 0 and store == service.settings.bundle_store()
+    rows = [r for a in service.status() for r in a["reports"]]
+    for r in rows:
+        assert r["bundle_id"] in names
+        loaded = load_bundle(store / r["bundle_id"])
+        assert loaded.recompute().evidence_root == OCTOBER.evidence_root
+    service.close()
+
+
 def test_transactions_waiting_for_a_block_are_checked_in_one_batch(keystores, tmp_path, anvil, monkeypatch):
     """On a chain that mines every few seconds, a pass finds its reports' transactions in the
     node's pool: one batch says so (nonce unused, no gap below, known, not due for a fee bump),
