@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 import os
 import sqlite3
@@ -26,7 +27,7 @@ from .csvraw import parse_ts_text, read_columns
 from .db import (devices, events, exclusions, execute_many, fetch_tuples, insert_ignore_rows, now, quarantine,
                  sources, tickets)
 from .evidence import DEVICES, EVENTS, EXCLUSIONS, STATES, TICKETS
-from .periods import iso_utc, iso_utc_many
+from .periods import iso_utc, iso_utc_array
 from .terms import Terms
 
 KINDS = ("devices", "events", "exclusions", "tickets")
@@ -671,15 +672,15 @@ def _csv_cells(cells: list[Any]) -> str:
 
 def _events_csv(rows: list[tuple[int, int, int]], ids: dict[int, str]) -> bytes:
     """events.csv from (device row id, ts, state code) rows in file order: the same bytes as
-    _csv, built from the instants' text and each (device, state)'s cells (a month of a large
-    estate is millions of rows)."""
-    tails: dict[tuple[int, int], str] = {}
-    for dev, _, code in rows:
-        if (dev, code) not in tails:
-            tails[dev, code] = "," + _csv_cells([ids[dev], STATES[code]]) + "\n"
-    stamps = iso_utc_many([t for _, t, _ in rows])
-    body = "".join([stamp + tails[dev, code] for stamp, (dev, _, code) in zip(stamps, rows)])
-    return (",".join(COLUMNS["events"]) + "\n" + body).encode()
+    _csv, built vectorised from the instants' text and each (device, state)'s cells (a month of
+    a large estate is millions of rows)."""
+    n = len(rows)
+    cols = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=3 * n).reshape(n, 3)
+    pairs, which = np.unique(cols[:, 0] * len(STATES) + cols[:, 2], return_inverse=True)
+    tails = np.array(["," + _csv_cells([ids[int(p) // len(STATES)], STATES[int(p) % len(STATES)]]) + "\n"
+                      for p in pairs.tolist()], dtype=str)
+    lines = np.strings.add(iso_utc_array(cols[:, 1]), tails[which])
+    return (",".join(COLUMNS["events"]) + "\n" + "".join(lines.tolist())).encode()
 
 
 _earlier = events.alias("earlier")

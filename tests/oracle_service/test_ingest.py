@@ -194,7 +194,7 @@ def test_export_writes_what_a_plain_csv_writer_writes(engine, tmp_path):
     import io
 
     from oracle.csvraw import parse_ts_text
-    from oracle.periods import iso_utc_many
+    from oracle.periods import iso_utc_array
 
     header, *lines = (EXAMPLE / "evidence" / "events.csv").read_text().splitlines()
     rows = [ln.split(",") for ln in lines]
@@ -221,4 +221,4 @@ def test_export_writes_what_a_plain_csv_writer_writes(engine, tmp_path):
             assert export_evidence(conn, A, lo, hi)["events.csv"] == buf.getvalue().encode(), (lo, hi)
     rng = random.Random(3)
     instants = [rng.randrange(-2**33, 2**35) for _ in range(5000)] + [-1, 0, 86399, 86400]
-    assert iso_utc_many(instants) == [iso_utc(t) for t in instants]
+    assert iso_utc_array(instants).tolist() == [iso_utc(t) for t in instants]
