@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_utils import keccak
+from sqlalchemy import create_engine
 from web3 import Web3
 
-from oracle import devchain
+from oracle import db, devchain
 from oracle.chain import create_agreement, deploy, deploy_factory, deposit, transact
 from tests.e2e.helpers import EXAMPLE
 from oracle.keystore import create_keystore, load_keystore
@@ -132,6 +133,20 @@ def run_node(config: Path, *args: str, timeout: float = 60) -> subprocess.Comple
 
 
 PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    """The same code on a SQLite file and on PostgreSQL (skipped where no server can be had)."""
+    if request.param == "sqlite":
+        engine = db.connect(f"sqlite:///{tmp_path / 'oracle.db'}")
+    else:
+        fresh = create_engine(request.getfixturevalue("postgres_url"))
+        db.metadata.drop_all(fresh)
+        fresh.dispose()
+        engine = db.connect(request.getfixturevalue("postgres_url"))
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

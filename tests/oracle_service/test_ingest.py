@@ -6,7 +6,7 @@ import json
 import random
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
 from oracle import db, ingest
 from tests.e2e.helpers import EXAMPLE
@@ -18,20 +18,6 @@ from oracle.terms import load_terms, period_bounds
 
 TERMS = load_terms(EXAMPLE / "terms.yaml")
 A = "acme"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    """The same code on a SQLite file and on PostgreSQL (skipped where no server can be had)."""
-    if request.param == "sqlite":
-        engine = db.connect(f"sqlite:///{tmp_path / 'oracle.db'}")
-    else:
-        fresh = create_engine(request.getfixturevalue("postgres_url"))
-        db.metadata.drop_all(fresh)
-        fresh.dispose()
-        engine = db.connect(request.getfixturevalue("postgres_url"))
-    yield engine
-    engine.dispose()
 
 
 def count(engine, table) -> int:

@@ -9,7 +9,7 @@ import re
 import shutil
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from oracle import db, ingest
@@ -19,19 +19,6 @@ from tests.e2e.helpers import EXAMPLE
 
 TERMS = load_terms(EXAMPLE / "terms.yaml")
 A = "acme"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        engine = db.connect(f"sqlite:///{tmp_path / 'oracle.db'}")
-    else:
-        fresh = create_engine(request.getfixturevalue("postgres_url"))
-        db.metadata.drop_all(fresh)
-        fresh.dispose()
-        engine = db.connect(request.getfixturevalue("postgres_url"))
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture
