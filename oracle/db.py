@@ -3,14 +3,16 @@ WAL, synchronous=FULL) by default; a PostgreSQL URL goes through the same code (
 insert-or-ignore construct is picked per dialect)."""
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Iterable
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (BigInteger, Column, ForeignKey, Index, Integer, MetaData, SmallInteger, String, Table,
-                        Text, UniqueConstraint, bindparam, create_engine, event, inspect)
+                        Text, UniqueConstraint, bindparam, create_engine, event, func, inspect, select)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Compiled, Connection, Dialect, Engine
 from sqlalchemy.sql.expression import Executable
@@ -209,6 +211,18 @@ def _insert_ignore(dialect: str, table: Table) -> Any:
     if dialect == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     raise ValueError(f"unsupported database {dialect!r} (sqlite or postgresql)")  # pragma: no cover
+
+
+def lock_agreements(conn: Connection, keys: Iterable[str]) -> None:
+    """Serialise this transaction with the others that ingest rows for, or freeze periods of, these
+    agreements, until it ends. SQLite has one writer at a time already (the write lock is taken by
+    the transaction's first write); PostgreSQL takes a transaction-scoped advisory lock per
+    agreement, in a fixed order."""
+    if conn.dialect.name != "postgresql":
+        return
+    for key in sorted(set(keys)):
+        lock = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+        conn.execute(select(func.pg_advisory_xact_lock(lock)))
 
 
 def insert_ignore(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

@@ -24,11 +24,11 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .csvraw import parse_ts_text, read_columns
-from .db import (devices, events, exclusions, execute_many, fetch_tuples, insert_ignore_rows, now, quarantine,
-                 sources, tickets)
+from .db import (devices, events, exclusions, execute_many, fetch_tuples, insert_ignore_rows, lock_agreements, now,
+                 quarantine, reports, sources, tickets)
 from .evidence import DEVICES, EVENTS, EXCLUSIONS, STATES, TICKETS
 from .periods import iso_utc, iso_utc_array
-from .terms import Terms
+from .terms import Terms, period_bounds, period_labels
 
 KINDS = ("devices", "events", "exclusions", "tickets")
 FILE_OF = {"devices": DEVICES, "events": EVENTS, "exclusions": EXCLUSIONS, "tickets": TICKETS}
@@ -468,6 +468,7 @@ def _ingest(engine: Engine, terms: Terms, agreement: str, kind: str, name: str, 
     if kind not in KINDS:
         raise IngestError(f"unknown kind {kind!r} ({', '.join(KINDS)})")
     with engine.begin() as conn:  # one transaction: a crash leaves nothing half-ingested
+        lock_agreements(conn, [agreement])
         return _ingest_in(conn, terms, agreement, frozen_before, kind, name, digest, rows, fast)
 
 
@@ -480,6 +481,10 @@ def _ingest_in(conn: Connection, terms: Terms, agreement: str, frozen_before: in
     if source_id is None:
         result.skipped = True
         return result
+    # What is frozen is read again now that this transaction writes (SQLite's write lock, or the
+    # agreement's lock): a report stored since the caller looked freezes its period for these rows.
+    frozen_before = max((f for f in (frozen_before, frozen_before_in(conn, terms, agreement)) if f is not None),
+                        default=None)
     if fast is None or not _store_events_fast(conn, agreement, source_id, fast, result, frozen_before):
         _store(conn, terms, agreement, kind, source_id, name, rows, result, frozen_before)
     execute_many(conn, _Q_SOURCE_COUNTS, [{"source": source_id, "n_accepted": result.accepted,
@@ -490,6 +495,14 @@ def _ingest_in(conn: Connection, terms: Terms, agreement: str, frozen_before: in
 
 
 _Input = tuple[str, str, str, Iterable[tuple[int, dict[str, Any] | _Reject]], Path | None]
+_Q_FROZEN = select(func.max(reports.c.period)).where(reports.c.agreement == bindparam("agreement"),
+                                                     reports.c.bundle_id.is_not(None))
+
+
+def frozen_before_in(conn: Connection, terms: Terms, agreement: str) -> int | None:
+    """The end of the agreement's last period frozen into a bundle (a report names it), or None."""
+    ((last,),) = fetch_tuples(conn, _Q_FROZEN, {"agreement": agreement})
+    return None if last is None else period_bounds(terms, period_labels(terms)[last])[1]
 
 
 def ingest_file(engine: Engine, terms: Terms, agreement: str, path: str | Path, kind: str | None = None,
@@ -585,6 +598,7 @@ def ingest_folder(engine: Engine, terms: Terms, agreement: str, folder: Path,
     # One commit for the folder, each file after the first one written in a savepoint of its
     # own: the same outcome as a transaction per file.
     with engine.begin() as conn:
+        lock_agreements(conn, [agreement])
         writing = False
         for _, _, p in sorted(known):
             try:

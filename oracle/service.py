@@ -6,6 +6,7 @@ recorded in the database first, so the loop can be killed at any point and resta
 Also serves `/metrics` (Prometheus), `/healthz` and `/v1/signatures/<agreement>/<period>`."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -23,7 +24,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Engine
 from web3 import Web3
 from web3.contract import Contract
@@ -32,8 +33,8 @@ from .addresses import checksum
 from . import db
 from .bundle import CAN_DEFER_SYNC, sync_store, write_bundle
 from .chain import RpcError, decode_event, decode_result, encode_call, event_topic
-from .db import insert_ignore, quarantine, reports, signatures
-from .ingest import IngestResult, export_evidence, ingest_file, ingest_folder, ingest_rows
+from .db import insert_ignore, lock_agreements, quarantine, reports, signatures, sources
+from .ingest import IngestResult, export_evidence, frozen_before_in, ingest_file, ingest_folder, ingest_rows
 from .keystore import KeyRing, KeystoreError, load_keystore, read_password
 from .outbox import CLOSED, FINAL, IN_FLIGHT, SIGNED, Hook, Outbox, TxPolicy
 from .peers import add_signatures, collected, collected_many, pull, served, signer_of
@@ -313,13 +314,9 @@ class Service:
         period, if already read)."""
         if rows is None:
             with self.engine.connect() as conn:
-                last = conn.execute(select(func.max(reports.c.period)).where(
-                    reports.c.agreement == a.spec.key, reports.c.bundle_id.is_not(None))).scalar()
-        else:
-            last = max((p for p, r in rows.items() if r["bundle_id"] is not None), default=None)
-        if last is None:
-            return None
-        return period_bounds_of(a.terms, last)[1]
+                return frozen_before_in(conn, a.terms, a.spec.key)
+        last = max((p for p, r in rows.items() if r["bundle_id"] is not None), default=None)
+        return None if last is None else period_bounds_of(a.terms, last)[1]
 
     def ingest(self, key: str, paths: list[str], kind: str | None = None) -> list[IngestResult]:
         """Ingest files for an agreement (kind from each file's name unless given)."""
@@ -371,6 +368,8 @@ class Service:
         fsynced by its writer, or (written by a worker) synced with the others by one syncfs."""
         out: list[dict[str, Any] | Exception | None] = []
         values: list[dict[str, Any]] = []
+        closes_of: list[dict[str, Any]] = []
+        stamp_of: dict[tuple[str, int], int] = {}
         unsynced = False
         rows = self._reports_of([a for a, _, _ in items])
         for a, config, period in items:
@@ -390,6 +389,8 @@ class Service:
                         "agreement": a.address, "period": period, "engine": closed["total_credit"],
                         "schedule": credit}})
                 stamp = db.now()
+                closes_of.append(closed)
+                stamp_of[a.spec.key, period] = stamp
                 values.append({
                     "agreement": a.spec.key, "address": a.address, "period": period,
                     "label": period_labels(a.terms)[period], "state": CLOSED,
@@ -406,8 +407,24 @@ class Service:
             except OSError as exc:
                 out, values = [exc if x is None else x for x in out], []
         if values:
+            closes = {(v["agreement"], v["period"]): c for v, c in zip(values, closes_of)}
             with self.engine.begin() as conn:
-                insert_ignore(conn, reports, values)
+                lock_agreements(conn, [v["agreement"] for v in values])
+                insert_ignore(conn, reports, values)  # first: SQLite's write lock, held to the commit
+                # rows stored after a bundle's export but before this commit would be in neither the
+                # bundle nor (not frozen yet) the quarantine: such a period is closed again next pass
+                newest = dict(conn.execute(select(sources.c.agreement, func.max(sources.c.id)).where(
+                    sources.c.agreement.in_({k for k, _ in closes})).group_by(sources.c.agreement)).all())
+                changed = {k for k, c in closes.items() if (newest.get(k[0]) or 0) > c["sources_seen"] and _files_digest(
+                    export_evidence(conn, k[0], c["start"], c["end"])) != c["exported"]}
+                for key, period in changed:
+                    conn.execute(delete(reports).where(reports.c.agreement == key, reports.c.period == period,
+                                                       reports.c.bundle_id == closes[key, period]["bundle_id"],
+                                                       reports.c.created_at == stamp_of[key, period]))
+            for i, ((a, _, period), got) in enumerate(zip(items, out)):
+                if got is None and (a.spec.key, period) in changed:
+                    out[i] = EvidenceChanged(f"agreement {a.address}: evidence for period {period} changed while it "
+                                             "was being closed; it is closed again on the next pass")
         done: list[dict[str, Any] | Exception] = []
         rows = self._reports_of([a for (a, _, _), got in zip(items, out) if got is None])
         for (a, _, period), got in zip(items, out):
@@ -883,16 +900,31 @@ def prepare_close(engine: Engine, job: dict[str, Any]) -> dict[str, Any]:
     (written and fsynced before the report that names it is stored), run the KPI engine on the
     frozen copy and build the report. Returns the report's fields."""
     with engine.connect() as conn:
+        seen = _last_source(conn, job["key"])  # before the export: rows stored after it are newer
         files = export_evidence(conn, job["key"], job["start"], job["end"])
     bundle, result = write_bundle(job["store"], job["terms_bytes"], files, job["label"],
                                   meta={"address": job["address"], "chain_id": job["chain_id"]},
                                   durable=job.get("durable", True))
     report = report_from_result(result, job["period"])
-    return {"bundle_id": bundle.id, "durable": job.get("durable", True),
+    return {"bundle_id": bundle.id, "durable": job.get("durable", True), "sources_seen": seen,
+            "exported": _files_digest(files), "start": job["start"], "end": job["end"],
             "terms_hash": result.terms_hash, "evidence_root": result.evidence_root,
             "attainments": report.attainments, "packed_attainments": "0x" + report.packed_attainments.hex(),
             "digest": "0x" + report.digest(job["chain_id"], job["address"]).hex(),
             "total_credit": result.total_credit}
+
+
+def _last_source(conn: Any, key: str) -> int:
+    """The agreement's newest source id (0: none): rows stored later come from newer sources."""
+    return int(conn.execute(select(func.coalesce(func.max(sources.c.id), 0)).where(sources.c.agreement == key)).scalar())
+
+
+def _files_digest(files: dict[str, bytes]) -> str:
+    """One digest of evidence files (names and contents)."""
+    h = hashlib.sha256()
+    for name, data in sorted(files.items()):
+        h.update(hashlib.sha256(name.encode()).digest() + hashlib.sha256(data).digest())
+    return h.hexdigest()
 
 
 def _worker_init(db_url: str) -> None:
@@ -905,6 +937,10 @@ def _worker_init(db_url: str) -> None:
         os._exit(0)
 
     threading.Thread(target=orphaned, name="orphan-watch", daemon=True).start()
+
+
+class EvidenceChanged(ServiceError):
+    """Rows for a period arrived while it was being closed: it is closed again on the next pass."""
 
 
 class WorkerError(RuntimeError):

@@ -90,6 +90,39 @@ def test_rows_after_the_close_are_quarantined_and_the_report_does_not_change(dep
     service.close()
 
 
+def test_rows_racing_the_close_are_never_accepted_and_left_out(deployed, keystores, tmp_path):
+    """Rows that arrive between a bundle's export and the commit of the report naming it: the close
+    is given up (EvidenceChanged) and done again with them. Rows whose ingest started before the
+    report was stored but writes after: quarantined as late, whatever the caller thought frozen."""
+    from oracle.ingest import ingest_rows
+    from oracle.service import EvidenceChanged, prepare_close
+
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
+    service = Service(settings_from(cfg), workers=0)
+    service.tick(submit=False)  # inbox ingested; October closed and signed
+    a = next(iter(service.served.values()))
+    key, config = a.spec.key, a.config
+    with service.engine.begin() as conn:  # start over with October open again
+        conn.execute(db.signatures.delete())
+        conn.execute(db.reports.delete())
+    service._prepared[key, 0] = prepare_close(service.engine, service._close_job(a, config, 0))  # exported
+    racing = {"ts": LATE_ROW.split(",")[0], "device_id": "N1", "state": "faulted"}
+    assert ingest_rows(service.engine, TERMS, key, "events", [racing]).accepted == 1  # not frozen yet
+    with pytest.raises(EvidenceChanged):
+        service.close_period(a, config, 0)
+    assert service.status()[0]["reports"] == []
+    row = service.close_period(a, config, 0)  # again, with the row
+    bundle = load_bundle(service.settings.bundle_store() / row["bundle_id"])
+    assert LATE_ROW.encode() in (bundle.bundle.path / "evidence" / "events.csv").read_bytes()
+    assert row["evidence_root"] == bundle.recompute().evidence_root != OCTOBER.evidence_root
+
+    late = {"ts": "2026-10-31T20:40:00Z", "device_id": "N1", "state": "available"}
+    result = ingest_rows(service.engine, TERMS, key, "events", [late], frozen_before=None)  # a stale view
+    assert (result.accepted, result.late, result.quarantined) == (0, 1, 1)
+    assert "already closed" in quarantined(service.engine, key)[-1]["reason"]
+    service.close()
+
+
 # ------------------------------------------------------------------ fuzzed input files
 
 _TOKENS = ["2026-10-05T10:00:00Z", "2026-10-05T10:00:00+02:00", "2026-13-40T99:00:00Z", "2026-10-05", "",
