@@ -368,8 +368,7 @@ class Service:
         fsynced by its writer, or (written by a worker) synced with the others by one syncfs."""
         out: list[dict[str, Any] | Exception | None] = []
         values: list[dict[str, Any]] = []
-        closes_of: list[dict[str, Any]] = []
-        stamp_of: dict[tuple[str, int], int] = {}
+        closes: dict[tuple[str, int], dict[str, Any]] = {}
         unsynced = False
         rows = self._reports_of([a for a, _, _ in items])
         for a, config, period in items:
@@ -389,8 +388,7 @@ class Service:
                         "agreement": a.address, "period": period, "engine": closed["total_credit"],
                         "schedule": credit}})
                 stamp = db.now()
-                closes_of.append(closed)
-                stamp_of[a.spec.key, period] = stamp
+                closes[a.spec.key, period] = closed
                 values.append({
                     "agreement": a.spec.key, "address": a.address, "period": period,
                     "label": period_labels(a.terms)[period], "state": CLOSED,
@@ -407,20 +405,7 @@ class Service:
             except OSError as exc:
                 out, values = [exc if x is None else x for x in out], []
         if values:
-            closes = {(v["agreement"], v["period"]): c for v, c in zip(values, closes_of)}
-            with self.engine.begin() as conn:
-                lock_agreements(conn, [v["agreement"] for v in values])
-                insert_ignore(conn, reports, values)  # first: SQLite's write lock, held to the commit
-                # rows stored after a bundle's export but before this commit would be in neither the
-                # bundle nor (not frozen yet) the quarantine: such a period is closed again next pass
-                newest = dict(conn.execute(select(sources.c.agreement, func.max(sources.c.id)).where(
-                    sources.c.agreement.in_({k for k, _ in closes})).group_by(sources.c.agreement)).all())
-                changed = {k for k, c in closes.items() if (newest.get(k[0]) or 0) > c["sources_seen"] and _files_digest(
-                    export_evidence(conn, k[0], c["start"], c["end"])) != c["exported"]}
-                for key, period in changed:
-                    conn.execute(delete(reports).where(reports.c.agreement == key, reports.c.period == period,
-                                                       reports.c.bundle_id == closes[key, period]["bundle_id"],
-                                                       reports.c.created_at == stamp_of[key, period]))
+            changed = self._store_reports(values, closes)
             for i, ((a, _, period), got) in enumerate(zip(items, out)):
                 if got is None and (a.spec.key, period) in changed:
                     out[i] = EvidenceChanged(f"agreement {a.address}: evidence for period {period} changed while it "
@@ -441,12 +426,33 @@ class Service:
             done.append(row)
         return done
 
+    def _store_reports(self, values: list[dict[str, Any]],
+                       closes: dict[tuple[str, int], dict[str, Any]]) -> set[tuple[str, int]]:
+        """Store the closed reports (one transaction), except those whose evidence changed after
+        their bundle's export: rows stored meanwhile would be in neither the bundle nor (the period
+        not frozen yet) the quarantine. Returns those (agreement, period): closed again next pass."""
+        with self.engine.begin() as conn:
+            lock_agreements(conn, [v["agreement"] for v in values])
+            insert_ignore(conn, reports, values)  # first: SQLite's write lock, held to the commit
+            newest = dict(conn.execute(select(sources.c.agreement, func.max(sources.c.id)).where(
+                sources.c.agreement.in_({v["agreement"] for v in values})).group_by(sources.c.agreement)).all())
+            changed = set()
+            for v in values:
+                c = closes[v["agreement"], v["period"]]
+                if (newest.get(v["agreement"]) or 0) > c["sources_seen"] and _files_digest(
+                        export_evidence(conn, v["agreement"], c["start"], c["end"])) != c["exported"]:
+                    changed.add((v["agreement"], v["period"]))
+                    conn.execute(delete(reports).where(
+                        reports.c.agreement == v["agreement"], reports.c.period == v["period"],
+                        reports.c.bundle_id == v["bundle_id"], reports.c.created_at == v["created_at"]))
+        return changed
+
     def _close_job(self, a: _Served, config: Config, period: int) -> dict[str, Any]:
         return {"key": a.spec.key, "address": a.address, "period": period, "label": period_labels(a.terms)[period],
                 "start": config.period_bounds[period], "end": config.period_bounds[period + 1],
                 "terms_bytes": a.terms_bytes, "store": str(self.settings.bundle_store()), "chain_id": self.chain_id}
 
-    def _start_job(self, a: _Served, next_period: int, have: dict[int, dict[str, Any]]) -> None:
+    def _start_job(self, a: _Served, have: dict[int, dict[str, Any]]) -> None:
         """Hand the agreement's CPU work of this pass to a worker process: ingest its inbox, then
         start closing its first due period without a report (export, bundle, KPI engine), so
         the main process moves other agreements' reports on meanwhile. The close is
@@ -513,16 +519,15 @@ class Service:
         one database transaction; the others take `collect` (peers)."""
         out: list[dict[str, Any] | Exception | None] = []
         fast: list[tuple[int, list[dict[str, Any]], dict[int, bytes]]] = []
-        held = collected_many(self.engine, [(a.address, row["period"], bytes.fromhex(row["digest"][2:]), config)
-                                            for a, config, row in items if row["state"] == CLOSED])
-        held.reverse()
+        held = iter(collected_many(self.engine, [(a.address, row["period"], bytes.fromhex(row["digest"][2:]), config)
+                                                 for a, config, row in items if row["state"] == CLOSED]))
         for k, (a, config, row) in enumerate(items):
             try:
                 if row["state"] != CLOSED:
                     out.append(row)
                     continue
                 digest = bytes.fromhex(row["digest"][2:])
-                have = held.pop()
+                have = next(held)
                 new: list[dict[str, Any]] = []
                 for address in self._signing_keys(a, config):
                     index = config.oracle_index(address)
@@ -692,8 +697,7 @@ class Service:
                     if self._pool is None:
                         self._ingest_inbox(a)
                     else:
-                        state = first[a.spec.key]
-                        self._start_job(a, -1 if isinstance(state, Exception) else state[1], known[a.spec.key])
+                        self._start_job(a, known[a.spec.key])
                 except Exception as exc:  # noqa: BLE001 - keep serving the others; retried next loop
                     self._failed(a, exc)
                     if progress is not None:
