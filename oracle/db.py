@@ -15,7 +15,9 @@ from sqlalchemy import (BigInteger, Column, ForeignKey, Index, Integer, MetaData
                         Text, UniqueConstraint, bindparam, create_engine, event, func, inspect, select)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Compiled, Connection, Dialect, Engine
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import Executable
+from sqlalchemy.sql.functions import GenericFunction
 
 metadata = MetaData()
 
@@ -284,6 +286,23 @@ def execute_many(conn: Connection, stmt: Executable, rows: list[dict[str, Any]])
         cursor.executemany(sql, rows if args is None else map(args, rows))
     finally:
         cursor.close()
+
+
+class comma_list(GenericFunction[str]):  # noqa: N801 - SQL function naming
+    """Aggregate: the group's texts joined by commas, in no promised order (SQLite
+    group_concat, PostgreSQL string_agg)."""
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(comma_list, "sqlite")
+def _comma_list_sqlite(element: comma_list, compiler: Any, **kw: Any) -> str:
+    return f"group_concat({compiler.process(element.clauses, **kw)}, ',')"
+
+
+@compiles(comma_list, "postgresql")
+def _comma_list_postgresql(element: comma_list, compiler: Any, **kw: Any) -> str:
+    return f"string_agg({compiler.process(element.clauses, **kw)}, ',')"
 
 
 def now() -> int:

@@ -208,3 +208,18 @@ def test_export_writes_what_a_plain_csv_writer_writes(engine, tmp_path):
     rng = random.Random(3)
     instants = [rng.randrange(-2**33, 2**35) for _ in range(5000)] + [-1, 0, 86399, 86400]
     assert iso_utc_array(instants).tolist() == [iso_utc(t) for t in instants]
+
+
+def test_window_columns_sort_what_the_aggregate_gives_out_of_order():
+    """The database's string aggregate promises no order: each device's "ts,state" pairs are
+    put in time order, devices kept in the order given, devices without events left out."""
+    from oracle.ingest import _window_columns
+
+    def text(*pairs):  # the query's form: ts * 8 + state code
+        return ",".join(str(t * 8 + s) for t, s in pairs)
+
+    dev, ts, state = _window_columns([(7, text((30, 1), (10, 0), (20, 2))), (3, None), (5, text((-5, 4))), (9, "")])
+    assert dev.tolist() == [7, 7, 7, 5]
+    assert ts.tolist() == [10, 20, 30, -5]
+    assert state.tolist() == [0, 2, 1, 4]
+    assert [c.tolist() for c in _window_columns([(1, None)])] == [[], [], []]
