@@ -531,6 +531,15 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+# Below this many events the helper threads cost more than they save (measured: 1.4 ms of a
+# 5 ms period of 4,400 events); a node closing many small periods runs them in its own thread.
+_THREADED_MIN_EVENTS = 100_000
+
+
+def _pool_for(evidence: Evidence) -> ThreadPoolExecutor | None:
+    return _pool() if len(evidence.ev_ts) >= _THREADED_MIN_EVENTS else None
+
+
 def _context(terms: Terms, evidence: Evidence, w0: int, w1: int, end: int) -> _Ctx:
     return _Ctx(terms, evidence, w0, w1, end, counted_clock(terms, evidence, w0, end),
                 device_segments(evidence, terms.stale_after, w0, w1))
@@ -540,7 +549,7 @@ def measure_window(terms: Terms, evidence: Evidence, w0: int, w1: int) -> dict[t
     """(objective id, subject) -> (good, counted) over any window [w0, w1): every site,
     every device and the estate ("*"), whatever the objective's scope."""
     ctx = _context(terms, evidence, w0, w1, w1)
-    ctx.precompute(terms.objectives, _pool())
+    ctx.precompute(terms.objectives, _pool_for(evidence))
     out: dict[tuple[str, str], tuple[int, int]] = {}
     for o in terms.objectives:
         g_site, c_site, g_dev, c_dev = _time_rows(ctx, o)
@@ -565,11 +574,14 @@ def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | No
     if as_of is not None and not start < as_of <= end:
         raise PeriodError("as_of", f"{iso_utc(as_of)} is not inside period {label} ({iso_utc(start)} to {iso_utc(end)}]")
     w1 = end if as_of is None else as_of
-    pool = _pool()
+    pool = _pool_for(evidence)
     # Hashing the evidence (keccak releases the GIL) overlaps the KPI arithmetic.
-    leaves = pool.submit(evidence_leaves, terms, evidence, start, w1) if commit else None
+    leaves = pool.submit(evidence_leaves, terms, evidence, start, w1) if commit and pool is not None else None
     out, total = _objective_results(terms, evidence, start, w1, end, as_of, pool)
-    root = "0x" + leaves.result().root.hex() if leaves is not None else ""
+    if leaves is not None:
+        root = "0x" + leaves.result().root.hex()
+    else:
+        root = "0x" + evidence_leaves(terms, evidence, start, w1).root.hex() if commit else ""
     return PeriodResult(terms.agreement, label, start, end, terms_hash(terms), root, tuple(out), total, as_of)
 
 
