@@ -3,7 +3,6 @@ settings): if their interfaces move, only this file changes. The oracle owns the
 only exposes it."""
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -143,16 +142,13 @@ class OracleLink:
         """The window's evidence as the oracle would freeze it, loaded for the KPI engine."""
         with self.engine.connect() as conn:
             files = export_evidence(conn, self.key(address), start, end)
-        with tempfile.TemporaryDirectory(prefix="slacomp-api-") as d:
-            for name, data in files.items():
-                (Path(d) / name).write_bytes(data)
-            return load_evidence(d, terms)
+        return load_evidence(files, terms)
 
     # ------------------------------------------------------------------ bundles
 
     def bundle(self, address: str, period: int, evidence_root: str | None) -> Path | None:
-        """The evidence bundle of a closed period: the oracle's outbox row, else by the root the
-        accepted report committed to."""
+        """The evidence bundle (its zip file) of a closed period: the oracle's outbox row, else by
+        the root the accepted report committed to."""
         with self.engine.connect() as conn:
             bundle_id = conn.execute(select(db.reports.c.bundle_id).where(
                 db.reports.c.agreement == self.key(address), db.reports.c.period == period)).scalar()

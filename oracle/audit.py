@@ -117,7 +117,7 @@ def _audit_period(store: str | Path, period: int, label: str, root: str, signed:
     for path in candidates:  # the first bundle that is intact
         try:
             loaded = load_bundle(path)
-            audit.bundle = path.name
+            audit.bundle = loaded.bundle.id
             break
         except (BundleError, EvidenceError, TermsError) as exc:
             audit.checks.append(("evidence tampered", False, f"bundle {path.name[:12]}: {exc}"))
@@ -201,16 +201,17 @@ def write_report(audit: Audit, out_dir: str | Path) -> tuple[Path, Path]:
 def terms_from_store(store: str | Path, terms_hash_hex: str) -> Terms:
     """The terms the agreement was signed under, from any intact bundle in the store whose
     terms hash is the on-chain termsHash (the auditor needs nothing but the store and the chain)."""
-    from .bundle import open_bundle
-    from .terms import load_terms, terms_hash
+    from .bundle import SUFFIX, TERMS_FILE, open_bundle
+    from .terms import parse_terms_bytes, terms_hash
 
-    for path in sorted(p for p in Path(store).iterdir() if p.is_dir() and p.name not in ("roots", "tmp")):
+    for path in sorted(p for p in Path(store).iterdir() if p.is_file() and p.name.endswith(SUFFIX)):
         try:
-            bundle = open_bundle(store, path.name)
-        except BundleError:
+            bundle = open_bundle(store, path.name.removesuffix(SUFFIX))
+            if bundle.manifest.get("terms_hash") != terms_hash_hex:
+                continue
+            terms = parse_terms_bytes(bundle.read(TERMS_FILE))
+        except (BundleError, TermsError, UnicodeDecodeError):
             continue
-        if bundle.manifest.get("terms_hash") == terms_hash_hex:
-            terms = load_terms(path / "terms.yaml")
-            if terms_hash(terms) == terms_hash_hex:
-                return terms
+        if terms_hash(terms) == terms_hash_hex:
+            return terms
     raise BundleError(f"no bundle in {store} holds terms with hash {terms_hash_hex}")

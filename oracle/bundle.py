@@ -1,31 +1,39 @@
 """Evidence bundles: the frozen inputs of one agreement period, content-addressed on disk.
 
-A bundle is a folder `<store>/<id>/` holding `terms.yaml` (the terms file as written),
-`evidence/{devices,events,exclusions,tickets}.csv` (canonical CSVs) and `manifest.json`
-(canonical JSON: schema, agreement, period label/index/bounds, terms_hash, evidence_root,
-attainments, total_credit, sha256 and size of every file). `id` = sha256 of the manifest bytes.
-`<store>/roots/<evidence_root>/<id>` indexes bundles by the root a report commits to, so an
-auditor can re-run `compute_period` on exactly what the oracle measured."""
+A bundle is one zip file `<store>/<id>.zip` (members stored uncompressed, with fixed dates and
+modes: the same content gives the same bytes) holding `manifest.json` (canonical JSON: schema,
+agreement, period label/index/bounds, terms_hash, evidence_root, attainments, total_credit,
+sha256 and size of every other member), `terms.yaml` (the terms file as written) and
+`evidence/{devices,events,exclusions,tickets}.csv` (canonical CSVs); `unzip` gives the folder.
+`id` = sha256 of the manifest bytes. `<store>/roots/<evidence_root>/<id>.zip` (a hard link to
+the bundle) indexes bundles by the root a report commits to, so an auditor can re-run
+`compute_period` on exactly what the oracle measured.
+
+One file per bundle: creating files is what writing a small bundle costs most (a folder of
+six files took several times the KPI engine's time)."""
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import io
 import json
 import os
-import shutil
 import uuid
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .evidence import Evidence, load_evidence
 from .kpi import PeriodResult, compute_period
-from .terms import Terms, load_terms, parse_terms_bytes, period_bounds, period_index
+from .terms import Terms, parse_terms_bytes, period_bounds, period_index
 
 SCHEMA = "slacomp/bundle/v1"
 MANIFEST = "manifest.json"
 TERMS_FILE = "terms.yaml"
 EVIDENCE_DIR = "evidence"
+SUFFIX = ".zip"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can hold: member dates carry no information
 
 
 class BundleError(ValueError):
@@ -45,6 +53,17 @@ class Bundle:
     @property
     def label(self) -> str:
         return str(self.manifest["period"]["label"])
+
+    def read(self, name: str) -> bytes:
+        """A member's bytes (e.g. "evidence/events.csv"), as stored: not checked against the
+        manifest (`load_bundle` checks every member)."""
+        try:
+            with zipfile.ZipFile(self.path) as z:
+                return z.read(name)
+        except KeyError:
+            raise BundleError(f"bundle {self.id}: {name} is missing") from None
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise BundleError(f"bundle {self.id}: {name} cannot be read ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -79,10 +98,24 @@ def _create(path: Path, data: bytes) -> int:
     return fd
 
 
+def _zip(members: list[tuple[str, bytes]]) -> bytes:
+    """The members as a zip, stored (not compressed), with fixed dates and modes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.create_system, info.external_attr = 3, 0o644 << 16  # a Unix file, rw-r--r--
+            z.writestr(info, data)
+    return buf.getvalue()
+
+
+def bundle_path(store: str | Path, bundle_id: str) -> Path:
+    """Where the bundle `bundle_id` lives in `store`."""
+    return Path(store) / f"{bundle_id}{SUFFIX}"
+
+
 def _sync_close(fds: list[int], durable: bool = True) -> None:
-    """fsync (if `durable`) then close: every file's data is written before the first fsync
-    returns, so one journal commit carries them all (one fsync per file as they are written
-    costs twice the time)."""
+    """fsync (if `durable`) then close."""
     try:
         for fd in fds if durable else ():
             os.fsync(fd)
@@ -107,7 +140,7 @@ CAN_DEFER_SYNC = _SYNCFS is not None
 
 def sync_store(store: str | Path) -> None:
     """Make every bundle written to `store` without `durable` durable: one syncfs(2) of the
-    store's filesystem (its data and directory entries), in place of seven fsyncs per bundle.
+    store's filesystem (its data and directory entries), in place of two fsyncs per bundle.
     Only where CAN_DEFER_SYNC (Linux)."""
     if _SYNCFS is None:
         raise OSError("syncfs is not available here: write bundles with durable=True")
@@ -130,82 +163,108 @@ def _sync_dir(path: Path) -> None:
 
 def write_bundle(store: str | Path, terms_bytes: bytes, files: dict[str, bytes], label: str,
                  meta: dict[str, Any] | None = None, durable: bool = True) -> tuple[Bundle, PeriodResult]:
-    """Freeze `files` (name -> canonical CSV bytes) with the terms for period `label`, compute the
-    period from the frozen copy, and store it under its content address, durably (files and the
-    folder's entry fsynced) before it returns. Idempotent: the same inputs give the same id and
-    the existing bundle is kept. `meta` (e.g. agreement address, chain id) is recorded in the
-    manifest. `durable=False` leaves the syncing to one `sync_store` for many bundles, which
-    must then run before anything names them."""
+    """Freeze `files` (name -> canonical CSV bytes) with the terms for period `label`: compute
+    the period from exactly these bytes, and store them with the manifest under its content
+    address, durably (the file and the store's entry fsynced) before it returns. Idempotent:
+    the same inputs give the same id and the existing bundle is kept. `meta` (e.g. agreement
+    address, chain id) is recorded in the manifest. `durable=False` leaves the syncing to one
+    `sync_store` for many bundles, which must then run before anything names them."""
     store = Path(store)
-    tmp = store / "tmp" / uuid.uuid4().hex
-    fds: list[int] = []
-    try:
-        (tmp / EVIDENCE_DIR).mkdir(parents=True)
-        fds.append(_create(tmp / TERMS_FILE, terms_bytes))
-        for name, data in sorted(files.items()):
-            fds.append(_create(tmp / EVIDENCE_DIR / name, data))
-        terms = parse_terms_bytes(terms_bytes)
-        result = compute_period(terms, load_evidence(tmp / EVIDENCE_DIR, terms), label)
-        start, end = period_bounds(terms, label)
-        manifest = {
-            "schema": SCHEMA,
-            "agreement": terms.agreement,
-            "meta": meta or {},
-            "period": {"label": label, "index": period_index(terms, label), "start": start, "end": end},
-            "terms_hash": result.terms_hash,
-            "evidence_root": result.evidence_root,
-            "attainments": [[r.attainment_bps for r in o.results] for o in result.objectives],
-            "total_credit": str(result.total_credit),
-            "files": {name: {"sha256": _sha256(data), "size": len(data)} for name, data in
-                      sorted([(TERMS_FILE, terms_bytes)] + [(f"{EVIDENCE_DIR}/{n}", d) for n, d in files.items()])},
-        }
-        body = _canonical(manifest)
-        bundle_id = _sha256(body)
-        fds.append(_create(tmp / MANIFEST, body))
-        fds, opened = [], fds
-        _sync_close(opened, durable)
-        final = store / bundle_id
-        if final.exists():
-            shutil.rmtree(tmp)
-        else:
+    terms = parse_terms_bytes(terms_bytes)
+    result = compute_period(terms, load_evidence(files, terms), label)
+    start, end = period_bounds(terms, label)
+    members = [(TERMS_FILE, terms_bytes)] + [(f"{EVIDENCE_DIR}/{n}", d) for n, d in sorted(files.items())]
+    manifest = {
+        "schema": SCHEMA,
+        "agreement": terms.agreement,
+        "meta": meta or {},
+        "period": {"label": label, "index": period_index(terms, label), "start": start, "end": end},
+        "terms_hash": result.terms_hash,
+        "evidence_root": result.evidence_root,
+        "attainments": [[r.attainment_bps for r in o.results] for o in result.objectives],
+        "total_credit": str(result.total_credit),
+        "files": {name: {"sha256": _sha256(data), "size": len(data)} for name, data in sorted(members)},
+    }
+    body = _canonical(manifest)
+    bundle_id = _sha256(body)
+    final = bundle_path(store, bundle_id)
+    if not final.exists():
+        tmp = store / "tmp" / f"{uuid.uuid4().hex}{SUFFIX}"
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _sync_close([_create(tmp, _zip([(MANIFEST, body)] + members))], durable)
             os.replace(tmp, final)
-            if durable:
-                _sync_dir(store)
-        index = store / "roots" / result.evidence_root / bundle_id
-        index.parent.mkdir(parents=True, exist_ok=True)
-        index.touch()
-        return Bundle(bundle_id, final, manifest), result
-    finally:
-        for fd in fds:
-            os.close(fd)
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        finally:
+            tmp.unlink(missing_ok=True)
+        if durable:
+            _sync_dir(store)
+    index = store / "roots" / result.evidence_root / final.name
+    index.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(final, index)
+    except FileExistsError:
+        pass
+    return Bundle(bundle_id, final, manifest), result
 
 
 def open_bundle(store: str | Path, bundle_id: str) -> Bundle:
-    path = Path(store) / bundle_id
+    """The bundle `bundle_id` of `store`, its manifest checked against the id."""
     try:
-        body = (path / MANIFEST).read_bytes()
-    except OSError:
+        return _open(bundle_path(store, bundle_id), bundle_id)
+    except FileNotFoundError:
         raise BundleError(f"bundle {bundle_id} not found in {store}") from None
-    if _sha256(body) != bundle_id:
+
+
+def _open(path: Path, bundle_id: str | None) -> Bundle:
+    """A bundle file's manifest; its hash must be `bundle_id` (None: a file under another name,
+    e.g. downloaded from the API, is known by its manifest's hash)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            body = z.read(MANIFEST)
+    except FileNotFoundError:
+        raise
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"bundle {bundle_id or path.name}: no readable {MANIFEST} ({exc})") from None
+    if bundle_id is not None and _sha256(body) != bundle_id:
         raise BundleError(f"bundle {bundle_id}: manifest hash is {_sha256(body)}")
-    return Bundle(bundle_id, path, json.loads(body))
+    return Bundle(bundle_id or _sha256(body), path, json.loads(body))
 
 
 def load_bundle(path: str | Path) -> LoadedBundle:
-    """Open a bundle folder, check every file against the manifest, and load terms and evidence."""
+    """Open a bundle file (`<id>.zip` in a store, or under any other name), check every member
+    against the manifest, and load terms and evidence."""
     path = Path(path)
-    bundle = open_bundle(path.parent, path.name)
-    for name, info in bundle.manifest["files"].items():
-        try:
-            data = (path / name).read_bytes()
-        except OSError:
-            raise BundleError(f"bundle {bundle.id}: {name} is missing") from None
-        if _sha256(data) != info["sha256"]:
-            raise BundleError(f"bundle {bundle.id}: {name} does not match the manifest (sha256 {_sha256(data)})")
-    terms = load_terms(path / TERMS_FILE)
-    return LoadedBundle(bundle, terms, load_evidence(path / EVIDENCE_DIR, terms))
+    stem = path.name.removesuffix(SUFFIX)
+    try:
+        bundle = _open(path, stem if _is_id(stem) else None)
+    except FileNotFoundError:
+        raise BundleError(f"bundle file {path} not found") from None
+    data: dict[str, bytes] = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            held = set(z.namelist())
+            for name, info in bundle.manifest["files"].items():
+                if name not in held:
+                    raise BundleError(f"bundle {bundle.id}: {name} is missing")
+                try:
+                    data[name] = z.read(name)
+                except zipfile.BadZipFile:  # the zip's own checksum: bytes changed in place
+                    raise BundleError(f"bundle {bundle.id}: {name} does not match the manifest "
+                                      "(its bytes changed inside the zip)") from None
+                if _sha256(data[name]) != info["sha256"]:
+                    raise BundleError(f"bundle {bundle.id}: {name} does not match the manifest "
+                                      f"(sha256 {_sha256(data[name])})")
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"bundle {bundle.id} cannot be read: {exc}") from None
+    if TERMS_FILE not in data:
+        raise BundleError(f"bundle {bundle.id}: the manifest lists no {TERMS_FILE}")
+    terms = parse_terms_bytes(data[TERMS_FILE])
+    evidence = {name.removeprefix(f"{EVIDENCE_DIR}/"): d for name, d in data.items() if name.startswith(f"{EVIDENCE_DIR}/")}
+    return LoadedBundle(bundle, terms, load_evidence(evidence, terms))
+
+
+def _is_id(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 def find_bundles(store: str | Path, evidence_root: str | bytes) -> list[Path]:
@@ -216,7 +275,7 @@ def find_bundles(store: str | Path, evidence_root: str | bytes) -> list[Path]:
 
 
 def find_bundle(store: str | Path, evidence_root: str | bytes) -> Path:
-    """The bundle folder whose evidence has this root (the one a report committed to)."""
+    """The bundle file whose evidence has this root (the one a report committed to)."""
     found = find_bundles(store, evidence_root)
     if not found:
         raise BundleError(f"no bundle with evidence root {evidence_root!r} in {store}")

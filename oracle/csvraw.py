@@ -30,6 +30,28 @@ _VECTOR_MIN_ROWS = 64
 _GOLDEN, _ONES = np.uint64(0x9E3779B97F4A7C15), np.uint64(2**64 - 1)
 
 
+@dataclass(frozen=True)
+class MemFile:
+    """A CSV file held in memory (a bundle's member, an export), read like one on disk."""
+
+    name: str
+    data: bytes
+
+
+Source = Path | MemFile
+
+
+def source_size(src: Source) -> int:
+    return len(src.data) if isinstance(src, MemFile) else src.stat().st_size
+
+
+def _head(src: Source, n: int) -> bytes:
+    if isinstance(src, MemFile):
+        return src.data[:n]
+    with src.open("rb") as f:
+        return f.read(n)
+
+
 class CsvProblem(Exception):
     """A problem at a line of a CSV file (the evidence layer turns it into an EvidenceError)."""
 
@@ -295,15 +317,18 @@ def _mix(words: NDArray[np.uint64], lens: I64) -> NDArray[np.uint64]:
     return h
 
 
-def read_raw(path: Path, required: list[str]) -> RawCsv:
+def read_raw(path: Source, required: list[str]) -> RawCsv:
     """Read a CSV file with a header row; every row must have as many fields as the header.
 
     Raises CsvProblems for a missing column or ragged rows."""
-    size = path.stat().st_size
+    size = source_size(path)
     # Read straight into a zero-padded numpy buffer (no copy of a large file).
     buf = np.zeros(size + 1 + len(_PAD), dtype=np.uint8)
-    with path.open("rb") as f:
-        f.readinto(memoryview(buf)[:size])
+    if isinstance(path, MemFile):
+        buf[:size] = np.frombuffer(path.data, dtype=np.uint8)
+    else:
+        with path.open("rb") as f:
+            f.readinto(memoryview(buf)[:size])
     skip = 3 if bytes(buf[:3]) == b"\xef\xbb\xbf" else 0
     if not bytes(buf[skip:min(size, skip + 4096)]).strip() and not bytes(buf[skip:size]).strip():
         raise CsvProblems([CsvProblem(1, "(header)", "file is empty; a header row is required")])
@@ -473,15 +498,15 @@ def fast_instants(values: pl.Series) -> NDArray[np.int64] | None:
 SMALL_BYTES = 1 << 20  # read_columns reads files below this with the exact reader (polars' start-up dominates)
 
 
-def read_columns(path: Path, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
+def read_columns(path: Source, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
     """read_fast for large files; below SMALL_BYTES the exact reader (read_raw) gives the same
     columns, or None where any value or line would need the caller's row-by-row path."""
-    if path.stat().st_size < SMALL_BYTES:
+    if source_size(path) < SMALL_BYTES:
         return _read_small(path, enums, instants)
     return read_fast(path, enums, instants)
 
 
-def _read_small(path: Path, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
+def _read_small(path: Source, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
     """read_fast's contract for a small file, through the exact reader; also None when any
     line is blank or a record spans lines (callers number data rows 2, 3, ... by position)."""
     try:
@@ -504,7 +529,7 @@ def _read_small(path: Path, enums: Mapping[str, Sequence[str]], instants: Sequen
     return out
 
 
-def read_fast(path: Path, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
+def read_fast(path: Source, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
     """Columns of a plain CSV file (no quotes, no blank or ragged lines, no empty fields) with
     polars' multi-threaded reader: each `enums` column as the index of its value in the
     vocabulary, each `instants` column as epoch seconds (as parse_ts_text reads it).
@@ -513,8 +538,7 @@ def read_fast(path: Path, enums: Mapping[str, Sequence[str]], instants: Sequence
     instant: the caller then reads it with read_raw, which names line and field of every
     problem. It never accepts a file read_raw would reject, and agrees with it on every value
     it returns (tests/oracle/test_fast_csv.py)."""
-    with path.open("rb") as f:
-        head = f.read(1 << 16)
+    head = _head(path, 1 << 16)
     head = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
     if b"\n" not in head or b'"' in head[:head.index(b"\n")]:
         return None
@@ -531,7 +555,7 @@ def read_fast(path: Path, enums: Mapping[str, Sequence[str]], instants: Sequence
 
     def scan(exprs: list[pl.Expr]) -> pl.DataFrame:
         schema = {c: pl.Enum(list(enums[c])) if c in enums else pl.String for c in header}
-        return pl.scan_csv(path, schema=schema, has_header=True, quote_char=None, glob=False,
+        return pl.scan_csv(io.BytesIO(path.data) if isinstance(path, MemFile) else path, schema=schema, has_header=True, quote_char=None, glob=False,
                            truncate_ragged_lines=False).select(exprs).collect(engine="streaming")
 
     try:

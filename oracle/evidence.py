@@ -5,13 +5,15 @@ Every problem is reported as an EvidenceError naming file, line and field; all p
 a file are gathered (up to a limit) before raising."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from oracle.csvraw import FAST_MIN_BYTES, CsvProblems, RawCsv, parse_ts_text, read_fast, read_raw
+from oracle.csvraw import (FAST_MIN_BYTES, CsvProblems, MemFile, RawCsv, Source, parse_ts_text, read_fast, read_raw,
+                           source_size)
 from oracle.terms import Terms
 
 I64 = NDArray[np.int64]
@@ -109,7 +111,7 @@ class _Errors:
             raise InvalidEvidence(self.items)
 
 
-def _read(path: Path, required: list[str], errors: _Errors) -> RawCsv | None:
+def _read(path: Source, required: list[str], errors: _Errors) -> RawCsv | None:
     try:
         return read_raw(path, required)
     except CsvProblems as exc:
@@ -130,29 +132,43 @@ def _ts_cell(text: str, file: str, line: int, field: str, errors: _Errors, optio
     return v
 
 
-def load_evidence(directory: str | Path, terms: Terms) -> Evidence:
-    """Read and validate an evidence folder against the terms; raises EvidenceError."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise EvidenceError(str(d), 0, "(folder)", "evidence folder does not exist")
+def load_evidence(directory: str | Path | Mapping[str, bytes], terms: Terms) -> Evidence:
+    """Read and validate evidence against the terms: a folder of the CSV files, or the files'
+    bytes by name (a bundle's members, an export). Raises EvidenceError."""
+    if isinstance(directory, Mapping):
+        held = {name: MemFile(name, data) for name, data in directory.items()}
+        where = "the evidence given"
+        file_of = held.get
+    else:
+        d = Path(directory)
+        if not d.is_dir():
+            raise EvidenceError(str(d), 0, "(folder)", "evidence folder does not exist")
+        where = str(d)
+
+        def file_of(name: str) -> Source | None:
+            return d / name if (d / name).is_file() else None
+    found = {name: file_of(name) for name in (DEVICES, EVENTS, EXCLUSIONS, TICKETS)}
     errors = _Errors()
     for name in (DEVICES, EVENTS):
-        if not (d / name).is_file():
-            errors.add(name, 0, "(file)", f"required file is missing from {d}")
+        if found[name] is None:
+            errors.add(name, 0, "(file)", f"required file is missing from {where}")
     errors.check()
-    devices = _load_devices(d / DEVICES, terms, errors)
+    devices_file, events_file = found[DEVICES], found[EVENTS]
+    assert devices_file is not None and events_file is not None
+    devices = _load_devices(devices_file, terms, errors)
     errors.check()
     assert devices is not None
     ids, site, weight, dep, ret = devices
-    ev = _load_events(d / EVENTS, ids, errors)
-    exclusions = _load_exclusions(d / EXCLUSIONS, terms, set(ids), errors) if (d / EXCLUSIONS).is_file() else ()
-    tickets = _load_tickets(d / TICKETS, terms, errors) if (d / TICKETS).is_file() else ()
+    ev = _load_events(events_file, ids, errors)
+    exclusions_file, tickets_file = found[EXCLUSIONS], found[TICKETS]
+    exclusions = _load_exclusions(exclusions_file, terms, set(ids), errors) if exclusions_file is not None else ()
+    tickets = _load_tickets(tickets_file, terms, errors) if tickets_file is not None else ()
     errors.check()
     assert ev is not None
     return Evidence(ids, site, weight, dep, ret, ev[0], ev[1], ev[2], exclusions, tickets)
 
 
-def _load_devices(path: Path, terms: Terms, errors: _Errors) -> tuple[tuple[str, ...], I64, I64, I64, I64] | None:
+def _load_devices(path: Source, terms: Terms, errors: _Errors) -> tuple[tuple[str, ...], I64, I64, I64, I64] | None:
     f = path.name
     raw = _read(path, ["device_id", "site_id", "deployed_at"], errors)
     if raw is None:
@@ -191,13 +207,13 @@ def _load_devices(path: Path, terms: Terms, errors: _Errors) -> tuple[tuple[str,
     return ids, arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy()
 
 
-def _load_events(path: Path, device_ids: tuple[str, ...], errors: _Errors,
+def _load_events(path: Source, device_ids: tuple[str, ...], errors: _Errors,
                  fast: bool = True) -> tuple[I64, I64, NDArray[np.int8]] | None:
     f = path.name
     # Large plain files in the usual forms take polars' reader; anything it does not vouch
     # for (and any error, which needs line numbers) takes the exact reader below.
     cols = read_fast(path, {"device_id": device_ids, "state": STATES}, ["ts"]) \
-        if fast and path.stat().st_size >= FAST_MIN_BYTES else None
+        if fast and source_size(path) >= FAST_MIN_BYTES else None
     if cols is not None:
         dev, state, ts = cols["device_id"], cols["state"], cols["ts"]
         out = _sort_events(dev, ts, state, device_ids)
@@ -276,7 +292,7 @@ def _sort_events(dev: I64, ts: I64, state: I64, device_ids: tuple[str, ...], raw
     return s_dev[keep], s_ts[keep], s_state[keep]
 
 
-def _load_exclusions(path: Path, terms: Terms, device_ids: set[str], errors: _Errors) -> tuple[Exclusion, ...]:
+def _load_exclusions(path: Source, terms: Terms, device_ids: set[str], errors: _Errors) -> tuple[Exclusion, ...]:
     f = path.name
     raw = _read(path, ["start", "end", "scope"], errors)
     if raw is None:
@@ -308,7 +324,7 @@ def _load_exclusions(path: Path, terms: Terms, device_ids: set[str], errors: _Er
     return tuple(out)
 
 
-def _load_tickets(path: Path, terms: Terms, errors: _Errors) -> tuple[Ticket, ...]:
+def _load_tickets(path: Source, terms: Terms, errors: _Errors) -> tuple[Ticket, ...]:
     f = path.name
     cols = ["ticket_id", "site_id", "severity", "opened_at", "responded_at", "resolved_at"]
     raw = _read(path, cols, errors)

@@ -2,9 +2,6 @@
 evidence bundles of closed periods."""
 from __future__ import annotations
 
-import io
-import zipfile
-from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -77,15 +74,10 @@ def evidence(address: AddressPath, period: Annotated[int, Path(ge=0, le=10_000)]
     if period >= state.period_count:
         raise HTTPException(404, f"agreement {state.address} has periods 0..{state.period_count - 1}")
     root = next((r["payload"]["evidenceRoot"] for r in ctx.chain.reports(state) if r["period"] == period), None)
-    folder = ctx.link.bundle(state.address, period, root)
-    if folder is None:
+    bundle = ctx.link.bundle(state.address, period, root)
+    if bundle is None:
         raise HTTPException(404, f"period {period} has no evidence bundle here (not closed yet, or closed by "
                                  "another oracle node)")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for f in sorted(FsPath(folder).rglob("*")):
-            if f.is_file():
-                z.write(f, f"{folder.name}/{f.relative_to(folder)}")
-    name = f"{state.address}-period{period}-{folder.name[:12]}.zip"
-    return Response(buf.getvalue(), media_type="application/zip",
+    name = f"{state.address}-period{period}-{bundle.name[:12]}.zip"
+    return Response(bundle.read_bytes(), media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

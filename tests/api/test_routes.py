@@ -2,15 +2,13 @@
 reports, payouts, evidence bundles, agreement creation, telemetry ingest, and bad input."""
 from __future__ import annotations
 
-import io
-import zipfile
 from dataclasses import replace
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from oracle.bundle import load_bundle
+from oracle.bundle import bundle_path, load_bundle
 from oracle.chain import contract, deposit
 from oracle.csvraw import parse_ts_text
 from oracle.evidence import load_evidence
@@ -75,9 +73,11 @@ def test_detail_has_parties_escrow_oracles_terms_and_schedule(client, world):
 def test_evidence_bundle_of_the_settled_period_recomputes_the_report(client, world, tmp_path):
     r = client.get(f"/v1/agreements/{world.agreement}/periods/0/evidence", headers=world.headers("auditor"))
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
-    zipfile.ZipFile(io.BytesIO(r.content)).extractall(tmp_path)
-    [folder] = list(tmp_path.iterdir())
-    result = load_bundle(folder).recompute()
+    saved = tmp_path / r.headers["content-disposition"].split('filename="')[1].rstrip('"')
+    saved.write_bytes(r.content)
+    loaded = load_bundle(saved)  # the bundle file as the oracle stored it, checked member by member
+    assert r.content == bundle_path(world.settings.data_dir / "bundles", loaded.bundle.id).read_bytes()
+    result = loaded.recompute()
     [rep] = get_json(client, f"/v1/agreements/{world.agreement}/reports", "auditor", world)
     assert result.evidence_root == rep["payload"]["evidenceRoot"] and result.total_credit == int(rep["credit"]["raw"])
     assert client.get(f"/v1/agreements/{world.agreement}/periods/1/evidence",

@@ -2,7 +2,11 @@
 October 2026 through the same functions the oracle uses."""
 from __future__ import annotations
 
+import io
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from eth_account import Account
 from web3 import Web3
@@ -50,3 +54,17 @@ def settle_example(w3: Web3) -> Settled:
     paid = sum(args["amount"] for name, args in agreement_events(agreement, receipt) if name == "CreditPaid")
     return Settled(agreement.address, result.total_credit, paid,
                    token.functions.balanceOf(customer).call() - before)
+
+
+def rewrite_bundle(path: Path, edits: dict[str, Callable[[bytes], bytes]]) -> dict[str, bytes]:
+    """What a tamperer does to a bundle file: members rewritten (a proper zip again, checksums
+    and all) through `edits` by member name. Returns every member's new bytes."""
+    with zipfile.ZipFile(path) as z:
+        members = [(info, z.read(info.filename)) for info in z.infolist()]
+    out, buf = {}, io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for info, data in members:
+            out[info.filename] = edits[info.filename](data) if info.filename in edits else data
+            z.writestr(info, out[info.filename])
+    path.write_bytes(buf.getvalue())
+    return out

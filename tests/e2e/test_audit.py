@@ -15,7 +15,7 @@ from eth_account import Account
 
 from oracle import devchain
 from oracle.audit import audit_agreement, prove_device, verify_inclusion
-from oracle.bundle import find_bundle, write_bundle
+from oracle.bundle import find_bundle, open_bundle, write_bundle
 from oracle.chain import PROJECT_ROOT, create_agreement, deploy_factory, deposit, submit_report
 from oracle.demo import DEMO_ORACLE_KEYS
 from oracle.report import make_report, report_from_result
@@ -23,6 +23,7 @@ from oracle.schedule import config_from_terms
 from oracle.signing import sign_for
 from oracle.simulate import SimParams, simulate
 from oracle.terms import load_terms, period_labels
+from tests.e2e.helpers import rewrite_bundle
 
 ORACLES = [Account.from_key(k).address for k in DEMO_ORACLE_KEYS]
 
@@ -104,11 +105,13 @@ def test_changed_event_row_is_caught_as_tampered_evidence(anvil, clean, tmp_path
     root = audit_agreement(anvil.w3(), address, terms, store).periods[0].evidence_root
 
     def edit(bundle: Path):
-        events = bundle / "evidence" / "events.csv"
-        lines = events.read_text().splitlines(keepends=True)
-        i = next(k for k, line in enumerate(lines) if ",faulted" in line)
-        lines[i] = lines[i].replace(",faulted", ",available")
-        events.write_text("".join(lines))
+        def one_row(data: bytes) -> bytes:
+            lines = data.decode().splitlines(keepends=True)
+            i = next(k for k, line in enumerate(lines) if ",faulted" in line)
+            lines[i] = lines[i].replace(",faulted", ",available")
+            return "".join(lines).encode()
+
+        rewrite_bundle(bundle, {"evidence/events.csv": one_row})
 
     audit = audit_agreement(anvil.w3(), address, terms, _tampered_store(store, tmp_path, root, edit))
     assert not audit.ok
@@ -122,25 +125,31 @@ def test_device_removed_with_a_rewritten_manifest_is_caught(anvil, clean, tmp_pa
 
     def edit(bundle: Path):
         import hashlib
-        devices = bundle / "evidence" / "devices.csv"
-        lines = devices.read_text().splitlines(keepends=True)
-        devices.write_text("".join(lines[:1] + lines[2:]))  # drop the first device
-        victim = lines[1].split(",")[0]
-        events = bundle / "evidence" / "events.csv"
-        events.write_text("".join(line for line in events.read_text().splitlines(keepends=True)
-                                  if line.split(",")[1:2] != [victim]))
-        manifest = json.loads((bundle / "manifest.json").read_text())
+        victim = []
+
+        def drop_first_device(data: bytes) -> bytes:
+            lines = data.decode().splitlines(keepends=True)
+            victim.append(lines[1].split(",")[0])
+            return "".join(lines[:1] + lines[2:]).encode()
+
+        def drop_its_events(data: bytes) -> bytes:
+            return "".join(line for line in data.decode().splitlines(keepends=True)
+                           if line.split(",")[1:2] != victim).encode()
+
+        members = rewrite_bundle(bundle, {"evidence/devices.csv": drop_first_device})
+        members = rewrite_bundle(bundle, {"evidence/events.csv": drop_its_events})
+        manifest = json.loads(members["manifest.json"])
         for name in ("evidence/devices.csv", "evidence/events.csv"):
-            data = (bundle / name).read_bytes()
+            data = members[name]
             manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         body = json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        (bundle / "manifest.json").write_bytes(body)
+        rewrite_bundle(bundle, {"manifest.json": lambda _: body})
         new_id = hashlib.sha256(body).hexdigest()
-        bundle.rename(bundle.parent / new_id)
+        bundle.rename(bundle.parent / f"{new_id}.zip")
         index = bundle.parent / "roots" / root
         for p in index.iterdir():
             p.unlink()
-        (index / new_id).touch()
+        (index / f"{new_id}.zip").touch()
 
     audit = audit_agreement(anvil.w3(), address, terms, _tampered_store(store, tmp_path, root, edit))
     problem = audit.first_discrepancy()
@@ -165,7 +174,8 @@ def test_inclusion_proof_of_one_device_checks_against_the_chain(anvil, clean):
     audit = audit_agreement(anvil.w3(), address, terms, store)
     root = audit.periods[1].evidence_root  # as read from the ReportAccepted log
     bundle = find_bundle(store, root)
-    device = (bundle / "evidence" / "devices.csv").read_text().splitlines()[1].split(",")[0]
+    device = open_bundle(store, bundle.name.removesuffix(".zip")).read("evidence/devices.csv").decode() \
+        .splitlines()[1].split(",")[0]
     proof = prove_device(bundle, device)
     assert proof.verified and verify_inclusion(proof, root)
     forged = proof.__class__(**{**proof.__dict__, "leaf_data": proof.leaf_data[:-2] + "00"})

@@ -6,7 +6,7 @@ from eth_account import Account
 
 from oracle import db
 from oracle.bundle import BundleError, find_bundle, load_bundle, write_bundle
-from tests.e2e.helpers import EXAMPLE
+from tests.e2e.helpers import EXAMPLE, rewrite_bundle
 from oracle.evidence import load_evidence
 from oracle.ingest import export_evidence, ingest_folder
 from oracle.keystore import KeyRing, KeystoreError, create_keystore, load_keystore, read_password
@@ -47,10 +47,40 @@ def test_bundle_reproduces_the_engine_on_the_original_files(tmp_path):
 def test_tampered_bundle_is_refused(tmp_path):
     store = tmp_path / "bundles"
     bundle, _ = _bundle(tmp_path, store)
-    events = bundle.path / "evidence" / "events.csv"
-    events.write_text(events.read_text().replace("faulted", "available"))
-    with pytest.raises(BundleError, match="events.csv does not match"):
+    rewrite_bundle(bundle.path, {"evidence/events.csv": lambda b: b.replace(b"faulted", b"available")})
+    with pytest.raises(BundleError, match="events.csv does not match the manifest"):
         load_bundle(bundle.path)
+
+
+def test_bundle_is_one_zip_an_auditor_can_unpack(tmp_path):
+    """One file per bundle, the same bytes for the same content; unpacked it is the folder of
+    terms, canonical CSVs and manifest; bytes changed in place (zip checksum wrong) are refused."""
+    import zipfile
+
+    store = tmp_path / "bundles"
+    bundle, _ = _bundle(tmp_path, store)
+    assert bundle.path == store / f"{bundle.id}.zip" and bundle.path.is_file()
+    assert sorted(p.name for p in store.iterdir()) == sorted([bundle.path.name, "roots", "tmp"])
+    first = bundle.path.read_bytes()
+    bundle.path.unlink()
+    assert _bundle(tmp_path / "again", store)[0].path.read_bytes() == first
+    with zipfile.ZipFile(bundle.path) as z:
+        z.extractall(tmp_path / "unpacked")
+    assert sorted(str(p.relative_to(tmp_path / "unpacked")) for p in (tmp_path / "unpacked").rglob("*.*")) == [
+        "evidence/devices.csv", "evidence/events.csv", "evidence/exclusions.csv", "evidence/tickets.csv",
+        "manifest.json", "terms.yaml"]
+    direct = compute_period(TERMS, load_evidence(tmp_path / "unpacked" / "evidence", TERMS), "2026-10")
+    assert direct.evidence_root == bundle.evidence_root
+    # downloaded under another name, it is still checked and known by its manifest's hash
+    renamed = tmp_path / "download.zip"
+    renamed.write_bytes(first)
+    assert load_bundle(renamed).bundle.id == bundle.id
+    data = bytearray(first)
+    at = data.index(b",faulted")
+    data[at:at + 8] = b",offline"  # same length: only the zip's checksum can tell
+    renamed.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="events.csv does not match the manifest"):
+        load_bundle(renamed)
 
 
 def test_keystore_roundtrip_and_errors_never_show_the_key(tmp_path):

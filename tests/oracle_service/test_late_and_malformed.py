@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
 from oracle import db
-from oracle.bundle import find_bundle, load_bundle
+from oracle.bundle import bundle_path, find_bundle, load_bundle
 from oracle.evidence import load_evidence
 from oracle.ingest import quarantined
 from oracle.kpi import compute_period
@@ -112,8 +112,8 @@ def test_rows_racing_the_close_are_never_accepted_and_left_out(deployed, keystor
         service.close_period(a, config, 0)
     assert service.status()[0]["reports"] == []
     row = service.close_period(a, config, 0)  # again, with the row
-    bundle = load_bundle(service.settings.bundle_store() / row["bundle_id"])
-    assert LATE_ROW.encode() in (bundle.bundle.path / "evidence" / "events.csv").read_bytes()
+    bundle = load_bundle(bundle_path(service.settings.bundle_store(), row["bundle_id"]))
+    assert LATE_ROW.encode() in bundle.bundle.read("evidence/events.csv")
     assert row["evidence_root"] == bundle.recompute().evidence_root != OCTOBER.evidence_root
 
     late = {"ts": "2026-10-31T20:40:00Z", "device_id": "N1", "state": "available"}

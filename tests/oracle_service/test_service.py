@@ -16,7 +16,7 @@ from eth_account import Account
 from sqlalchemy import select
 
 from oracle import db, devchain
-from oracle.bundle import find_bundle, load_bundle
+from oracle.bundle import bundle_path, find_bundle, load_bundle
 from tests.e2e.helpers import EXAMPLE
 from oracle.evidence import load_evidence
 from oracle.kpi import compute_period
@@ -502,8 +502,8 @@ def test_worker_bundles_are_synced_once_before_their_reports_are_stored(keystore
     assert reports_then == 0 and store == service.settings.bundle_store()
     rows = [r for a in service.status() for r in a["reports"]]
     for r in rows:
-        assert r["bundle_id"] in names
-        loaded = load_bundle(store / r["bundle_id"])
+        assert bundle_path(store, r["bundle_id"]).name in names
+        loaded = load_bundle(bundle_path(store, r["bundle_id"]))
         assert loaded.recompute().evidence_root == OCTOBER.evidence_root
     service.close()
 
