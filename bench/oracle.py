@@ -51,6 +51,16 @@ def small_evidence(out: Path) -> int:
     return kept
 
 
+def one_month_terms(out: Path) -> Path:
+    """The example's terms cut to its first month (October 2026): the month the small evidence
+    covers, and the only period due whatever today's date (the example runs three months)."""
+    text = (EXAMPLE / "terms.yaml").read_text()
+    term = 'term: {first_period: "2026-10", periods: 3}'
+    assert term in text, "examples/acme-ev/terms.yaml: the term line changed"
+    out.write_text(text.replace(term, 'term: {first_period: "2026-10", periods: 1}'))
+    return out
+
+
 def _mine_all(w3, hashes: list) -> list:
     """Mine blocks until every transaction in `hashes` has a receipt (automine is off)."""
     receipts: dict = {}
@@ -67,7 +77,7 @@ def _mine_all(w3, hashes: list) -> list:
     return out
 
 
-def create_agreements(w3, n: int, oracles: list[str]) -> list[str]:
+def create_agreements(w3, n: int, oracles: list[str], terms_path: Path) -> list[str]:
     """n agreements on the example terms, each escrowed in a test token (setup: not timed). The
     transactions are sent with automine off and mined many to a block: with one block per
     transaction, Anvil's setup of 1,000 agreements takes minutes."""
@@ -80,7 +90,7 @@ def create_agreements(w3, n: int, oracles: list[str]) -> list[str]:
     vendor, customer = w3.eth.accounts[0], w3.eth.accounts[1]
     token = deploy(w3, "TestToken", vendor, "Test USD Coin", "USDC", 6)
     factory = deploy_factory(w3, vendor)
-    config = config_from_terms(load_terms(EXAMPLE / "terms.yaml"), customer=customer, asset=token.address,
+    config = config_from_terms(load_terms(terms_path), customer=customer, asset=token.address,
                                oracles=oracles, threshold=2)
     escrow = config.max_credit_per_period() * config.period_count
     w3.eth.wait_for_transaction_receipt(token.functions.mint(vendor, escrow * n).transact({"from": vendor}))
@@ -149,16 +159,17 @@ def bench_settlement(n: int, work: Path, block_time: int = 0) -> dict[str, float
     submitter = Account.from_key(keccak(text="slacomp bench submitter"))
     inbox = work / "inbox"
     events = small_evidence(inbox)
+    terms_path = one_month_terms(work / "terms.yaml")
     with devchain.start("anvil") as chain:
         w3 = chain.w3()
         t0 = time.perf_counter()
-        addresses = create_agreements(w3, n, [Account.from_key(k).address for k in keys])
+        addresses = create_agreements(w3, n, [Account.from_key(k).address for k in keys], terms_path)
         setup_s = time.perf_counter() - t0
         w3.provider.make_request("anvil_setBalance", [submitter.address, hex(10**24)])
         lines = [f'rpc_url = "{chain.url}"', f'db_url = "sqlite:///{work / "oracle.db"}"',
                  f'data_dir = "{work / "data"}"', 'grace = "1h"', "confirmations = 1", 'listen = ""']
         for address in addresses:
-            lines += ["", "[[agreements]]", f'address = "{address}"', f'terms = "{EXAMPLE / "terms.yaml"}"',
+            lines += ["", "[[agreements]]", f'address = "{address}"', f'terms = "{terms_path}"',
                       f'inbox = "{inbox}"']
         (work / "oracle.toml").write_text("\n".join(lines) + "\n")
         # keys in memory: the keystore KDF is a one-off at start-up, not part of the work per report

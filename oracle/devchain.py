@@ -64,13 +64,18 @@ class DevChain:
 
 
 def start(kind: str = "anvil", port: int | None = None, state_dir: Path | None = None,
-          timeout: float = 60.0) -> DevChain:
-    """Launch `anvil` (default) or `ganache` and wait until it answers JSON-RPC."""
+          timeout: float = 60.0, timestamp: int | None = None) -> DevChain:
+    """Launch `anvil` (default) or `ganache` and wait until it answers JSON-RPC. `timestamp`
+    (Anvil only): the chain's time when it starts, going on from there as the seconds pass."""
     port = port or _free_port()
+    if timestamp is not None and kind != "anvil":
+        raise ValueError("a start timestamp is supported for anvil only")
     if kind == "anvil":
         cmd = [_binary("anvil"), "--port", str(port), "--silent", "--accounts", "10"]
         if state_dir is not None:
             cmd += ["--state", str(state_dir / "anvil-state.json")]
+        if timestamp is not None:
+            cmd += ["--timestamp", str(timestamp)]
     elif kind == "ganache":
         cmd = [_binary("ganache"), "--server.port", str(port), "--chain.hardfork", "shanghai",
                "--wallet.deterministic", "--logging.quiet", "--miner.defaultGasPrice", "1000000000"]

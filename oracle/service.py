@@ -141,21 +141,45 @@ CHUNK = 50  # agreements whose closes, signatures and transactions are batched t
 LOGS_GROUP = 200  # agreements whose Config logs are fetched by one eth_getLogs
 
 
+class ChainClock:
+    """The chain's time: the latest block's timestamp, read at most once a second and moved on
+    by this machine's monotonic clock in between (a node without new blocks keeps time). When
+    the node cannot be reached, the last reading goes on being moved on."""
+
+    def __init__(self, w3: Web3, max_age: float = 1.0) -> None:
+        self.w3, self.max_age = w3, max_age
+        self._read: tuple[float, float] | None = None  # (block timestamp, monotonic time read)
+
+    def __call__(self) -> float:
+        now = time.monotonic()
+        if self._read is None or now - self._read[1] >= self.max_age:
+            try:
+                self._read = (float(self.w3.eth.get_block("latest")["timestamp"]), now)
+            except Exception:  # noqa: BLE001 - unreachable: keep the last reading, if any
+                if self._read is None:
+                    raise
+        return self._read[0] + (now - self._read[1])
+
+
 class Service:
     """One oracle node. `clock` and `hook(point, report_row)` are injectable (tests: a fixed
-    date; a hook that kills the process at 'closed', 'signed', 'sent_persisted', 'broadcast')."""
+    date; a hook that kills the process at 'closed', 'signed', 'sent_persisted', 'broadcast');
+    by default the clock is the one `settings.clock` names."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time, hook: Hook | None = None,
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] | None = None, hook: Hook | None = None,
                  keyring: KeyRing | None = None, submitter: LocalAccount | None = None,
                  registry: CollectorRegistry | None = None, w3: Web3 | None = None,
                  workers: int | None = None) -> None:
-        self.settings, self.clock = settings, clock
+        self.settings = settings
         self.hook: Hook = hook or (lambda point, row: None)
         self.engine: Engine = db.connect(settings.db_url)
         # web3 asks eth_chainId before every call and transaction; it never changes, so cache it
         # (and nothing else: block and transaction lookups must see reorgs)
         self.w3 = w3 or Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30},
                                                cache_allowed_requests=True, cacheable_requests={"eth_chainId"}))
+        if clock is None:
+            clock = ChainClock(self.w3) if settings.clock == "chain" else time.time
+        self.clock = clock
         if keyring is None or submitter is None:
             password = read_password(settings.password_env, settings.password_file) if (
                 settings.keystores or settings.submitter_keystore) else ""
@@ -652,7 +676,10 @@ class Service:
         return row
 
     def _update_lag(self, a: _Served, config: Config, rows: dict[int, dict[str, Any]] | None = None) -> None:
-        now = self.clock()
+        try:
+            now = self.clock()
+        except Exception:  # noqa: BLE001 - the chain's clock, never read yet: the gauge waits
+            return
         lag = 0.0
         rows = self._reports(a) if rows is None else rows
         for period in range(config.period_count):
@@ -710,7 +737,7 @@ class Service:
                 future.cancel()
             self._jobs.clear()
             self._prepared.clear()
-        self.metrics.last_tick.set(self.clock())
+        self.metrics.last_tick.set(time.time())
 
     def _serve_rounds(self, pending: list[_Served], first: dict[str, tuple[bytes, int] | Exception] | None,
                       submit: bool, progress: Callable[[str], None] | None) -> None:

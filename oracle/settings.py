@@ -14,6 +14,7 @@ import yaml
 from .terms import TermsError, parse_duration
 
 ENV_PREFIX = "SLACOMP_ORACLE_"
+CLOCKS = ("system", "chain")
 
 
 class SettingsError(ValueError):
@@ -57,6 +58,9 @@ class Settings:
     listen: str = "127.0.0.1:9464"  # /metrics, /healthz and /v1/signatures; "" disables
     peers: tuple[str, ...] = ()  # other oracle nodes' base URLs, polled for signatures
     from_block: int = 0  # where to look for AgreementConfigured / OracleSetChanged
+    # "system": periods fall due (end + grace) by this machine's clock; "chain": by the chain's,
+    # the latest block's time (a development chain whose time was set or moved, e.g. Anvil --timestamp)
+    clock: str = "system"
     agreements: tuple[AgreementSpec, ...] = field(default_factory=tuple)
 
     def bundle_store(self) -> Path:
@@ -146,4 +150,6 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         raise SettingsError("fee_bump_pct", "must be at least 10 (nodes refuse smaller replacement bumps)")
     if settings.confirmations < 1:
         raise SettingsError("confirmations", "must be at least 1")
+    if settings.clock not in CLOCKS:
+        raise SettingsError("clock", f"{settings.clock!r} is not one of {', '.join(CLOCKS)}")
     return settings

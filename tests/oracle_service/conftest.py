@@ -48,9 +48,18 @@ def keystores(tmp_path_factory) -> dict[str, Any]:
     return out
 
 
+# The chain's time when a test chain starts: mid-November 2026, so October (the example's first
+# period) is due and November is not, whatever today's date. Nodes take the chain's clock.
+CHAIN_START = 1_794_700_800  # 2026-11-15T00:00:00Z
+
+
+def start_chain(**kw: Any) -> devchain.DevChain:
+    return devchain.start("anvil", timestamp=kw.pop("timestamp", CHAIN_START), **kw)
+
+
 @pytest.fixture(scope="module")
 def anvil():
-    with devchain.start("anvil") as chain:
+    with start_chain() as chain:
         yield chain
 
 
@@ -101,7 +110,7 @@ def write_config(tmp: Path, dep: Deployed, keystores: dict[str, Path], *, keys: 
     values = {"rpc_url": dep.url, "db_url": f"sqlite:///{folder / 'oracle.db'}", "data_dir": str(folder / "data"),
               "keystores": [str(keystores[k]) for k in keys], "submitter_keystore": str(keystores[submitter]),
               "password_file": str(keystores["password"]), "grace": "1h", "confirmations": 1,
-              "poll_interval": 0.2, "listen": listen} | extra
+              "poll_interval": 0.2, "listen": listen, "clock": "chain"} | extra
     lines = []
     for k, v in values.items():
         lines.append(f"{k} = {_toml(v)}")

@@ -26,7 +26,8 @@ from oracle.service import Service
 from oracle.signing import sign_for
 from oracle.terms import load_terms
 
-from tests.oracle_service.conftest import ORACLE_KEYS, ROOT, deploy_agreement, settings_from, write_config
+from tests.oracle_service.conftest import (ORACLE_KEYS, ROOT, deploy_agreement, settings_from, start_chain,
+                                           write_config)
 
 HERE = Path(__file__).resolve().parent
 TERMS = load_terms(EXAMPLE / "terms.yaml")
@@ -153,7 +154,7 @@ def test_period_settled_by_someone_else_is_never_resent(deployed, keystores, tmp
 def test_stuck_transaction_is_replaced_at_the_same_nonce(deployed, keystores, tmp_path):
     cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0",
                        replace_after="5m", priority_fee_wei=10**9)
-    now = [time.time()]
+    now = [deployed.w3.eth.get_block("latest")["timestamp"]]
     service = Service(settings_from(cfg), clock=lambda: now[0])
     automine(deployed, False)
     try:
@@ -177,22 +178,24 @@ def test_stuck_transaction_is_replaced_at_the_same_nonce(deployed, keystores, tm
     service.close()
 
 
-def test_revert_is_recorded_with_the_decoded_custom_error(deployed, keystores, tmp_path):
+def test_revert_is_recorded_with_the_decoded_custom_error(keystores, tmp_path):
     """The node's clock says November is over (plus grace) but the chain's does not yet:
     the preflight revert is recorded by name and the report waits; once the chain passes the
-    period's end it settles."""
-    end_nov = deployed.config.period_bounds[2]
-    now = [end_nov + 7200]
-    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
-    service = Service(settings_from(cfg), clock=lambda: now[0])
-    service.tick()
-    assert report_row(service, 0)["state"] == CONFIRMED
-    row = report_row(service, 1)
-    assert row["state"] == SIGNED and row["error"] == f"PeriodNotEnded(1, {end_nov})"
-    deployed.w3.provider.make_request("evm_mine", [end_nov + 1])
-    service.tick()
-    assert report_row(service, 1)["state"] == CONFIRMED and len(settlements(deployed)) == 2
-    service.close()
+    period's end it settles. (A chain of its own: it moves that chain's time on.)"""
+    with start_chain() as chain:
+        deployed = deploy_agreement(chain.w3(), chain.url)
+        end_nov = deployed.config.period_bounds[2]
+        now = [end_nov + 7200]
+        cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
+        service = Service(settings_from(cfg), clock=lambda: now[0])
+        service.tick()
+        assert report_row(service, 0)["state"] == CONFIRMED
+        row = report_row(service, 1)
+        assert row["state"] == SIGNED and row["error"] == f"PeriodNotEnded(1, {end_nov})"
+        deployed.w3.provider.make_request("evm_mine", [end_nov + 1])
+        service.tick()
+        assert report_row(service, 1)["state"] == CONFIRMED and len(settlements(deployed)) == 2
+        service.close()
 
 
 def test_mined_revert_decoded_when_another_submitter_wins_the_race(deployed, keystores, tmp_path):
@@ -226,7 +229,7 @@ def test_node_restart_loses_the_pending_transaction_and_it_is_rebroadcast(keysto
     port = devchain._free_port()
     state = tmp_path / "anvil"
     state.mkdir()
-    chain = devchain.start("anvil", port=port, state_dir=state)
+    chain = start_chain(port=port, state_dir=state)
     try:
         dep = deploy_agreement(chain.w3(), chain.url)
         cfg = write_config(tmp_path, dep, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
@@ -235,12 +238,13 @@ def test_node_restart_loses_the_pending_transaction_and_it_is_rebroadcast(keysto
         service.tick()
         sent = attempts(service)
         assert report_row(service)["state"] == SENT
+        sent_at = dep.w3.eth.get_block("latest")["timestamp"]
         chain.stop()  # dumps the chain state; the mempool is gone
         service.tick()  # node down: logged and counted, the loop goes on
         key = service.status()[0]["agreement"]
         assert service.metrics.registry.get_sample_value(
             "slacomp_oracle_failures_total", {"agreement": key, "kind": "ConnectionError"}) == 1
-        chain = devchain.start("anvil", port=port, state_dir=state)
+        chain = start_chain(port=port, state_dir=state, timestamp=sent_at + 1)  # the chain's time goes on
         assert dep.agreement.functions.nextPeriod().call() == 0  # state came back, tx did not
         service.tick()
         service.tick()
