@@ -585,6 +585,16 @@ class Service:
                 out[k] = self._signed(a, fresh[a.spec.key].get(row["period"]) or row, chosen)
         return [x for x in out if x is not None]  # type: ignore[misc]
 
+    def _next_due(self, a: _Served, period: int) -> bool:
+        """Whether the period after `period` is due (or the clock cannot tell: look again)."""
+        config = a.config
+        if config is None or period + 1 >= config.period_count:
+            return False
+        try:
+            return self._due(config, period + 1)
+        except Exception:  # noqa: BLE001
+            return True
+
     def _due(self, config: Config, period: int) -> bool:
         return config.period_bounds[period + 1] + self.settings.grace <= self.clock()
 
@@ -708,8 +718,8 @@ class Service:
         The chain work is batched across agreements, in rounds: the agreements' on-chain state
         is read in one JSON-RPC batch, each agreement is served (ingest, close, sign) up to the
         report it has to send or track, then all those reports move on together
-        (`Outbox.step_many`); agreements whose report became final get another round for their
-        next periods."""
+        (`Outbox.step_many`); agreements whose report became final get another round when their
+        next period is due too."""
         agreements = list(self.served.values())
         self.start_workers()
         try:
@@ -758,8 +768,8 @@ class Service:
                      progress: Callable[[str], None] | None) -> list[_Served]:
         """Serve a chunk of agreements: each pass up to what it has to close or send; then the
         closes (one transaction), the signatures (one transaction), and the outbox steps of all
-        their reports (batched). Returns the agreements whose report became final (their next
-        period may be due)."""
+        their reports (batched). Returns the agreements whose report became final and whose next
+        period is due: they get another round."""
         finished: list[_Served] = []
         try:
             return self._serve_chunk_steps(chunk, snapshot, submit, progress, finished.append)
@@ -775,6 +785,7 @@ class Service:
                            submit: bool, progress: Callable[[str], None] | None,
                            done: Callable[[_Served], None]) -> list[_Served]:
         waiting: dict[int, _Served] = {}
+        period_of: dict[int, int] = {}  # waiting report row id -> its period
         closing: list[tuple[_Served, Config, int]] = []
         rows = self._reports_of(chunk)  # nothing else writes these agreements' reports meanwhile
         for a in chunk:
@@ -795,6 +806,7 @@ class Service:
                 closing.append((a, a.config, blocked[1]))
             else:
                 waiting[blocked[1]] = a
+                period_of[blocked[1]] = next(p for p, r in rows[a.spec.key].items() if r["id"] == blocked[1])
         if closing:
             closed = self._close_many(closing)
             ok = [(a, config, row) for (a, config, _), row in zip(closing, closed) if not isinstance(row, Exception)]
@@ -808,6 +820,7 @@ class Service:
                     done(a)
                 elif row["state"] == SIGNED and submit:
                     waiting[row["id"]] = a
+                    period_of[row["id"]] = row["period"]
                 else:
                     done(a)
         if not waiting:
@@ -819,8 +832,8 @@ class Service:
         again = []
         for row_id, a in waiting.items():
             state = states.get(row_id)
-            if state in FINAL:
-                again.append(a)  # its next period may be due too
+            if state in FINAL and self._next_due(a, period_of[row_id]):
+                again.append(a)  # another round for it: its next period is due too
                 continue
             if isinstance(state, Exception):
                 self._failed(a, state)
