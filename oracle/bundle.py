@@ -204,6 +204,9 @@ def write_bundle(store: str | Path, terms_bytes: bytes, files: dict[str, bytes],
         os.link(final, index)
     except FileExistsError:
         pass
+    else:
+        if durable:
+            _sync_dir(index.parent)
     return Bundle(bundle_id, final, manifest), result
 
 
