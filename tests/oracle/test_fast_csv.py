@@ -11,7 +11,7 @@ import pytest
 from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 
 import oracle.evidence as evidence_module
-from oracle.csvraw import fast_instants, parse_ts_text, read_columns, read_fast, read_raw
+from oracle.csvraw import MemFile, fast_instants, parse_ts_text, read_columns, read_fast, read_raw
 from oracle.evidence import STATES, EvidenceError, load_evidence
 from oracle.kpi import compute_period
 from oracle.terms import parse_terms
@@ -84,6 +84,13 @@ def test_fast_reader_agrees_with_the_exact_reader(tmp_path: Path, data: str | by
     assert fast["ts"].tolist() == ts.tolist()
     for c, vocab in VOCAB.items():
         assert fast[c].tolist() == raw.factorize(raw.col(c), list(vocab)).tolist()
+    # the same bytes held in memory (a bundle's member) read the same on both paths
+    held = MemFile(path.name, path.read_bytes())
+    in_memory = read_fast(held, VOCAB, ["ts"])
+    assert in_memory is not None and {c: v.tolist() for c, v in in_memory.items()} == {
+        c: v.tolist() for c, v in fast.items()}
+    again = read_raw(held, ["ts", "device_id", "state"])
+    assert (again.lines.tolist(), again.text(again.col("ts"))) == (raw.lines.tolist(), raw.text(raw.col("ts")))
 
 
 @pytest.mark.parametrize("data", [
