@@ -586,8 +586,11 @@ class Service:
         return [x for x in out if x is not None]  # type: ignore[misc]
 
     def _next_due(self, a: _Served, period: int) -> bool:
-        """Whether the period after `period` is due (or the clock cannot tell: look again)."""
+        """Whether the period after `period` is due (or the clock cannot tell, or `period` is
+        -1, not known: look again)."""
         config = a.config
+        if period < 0:
+            return True
         if config is None or period + 1 >= config.period_count:
             return False
         try:
@@ -785,7 +788,7 @@ class Service:
                            submit: bool, progress: Callable[[str], None] | None,
                            done: Callable[[_Served], None]) -> list[_Served]:
         waiting: dict[int, _Served] = {}
-        period_of: dict[int, int] = {}  # waiting report row id -> its period
+        period_of: dict[int, int] = {}  # waiting report row id -> its period (-1: not known here)
         closing: list[tuple[_Served, Config, int]] = []
         rows = self._reports_of(chunk)  # nothing else writes these agreements' reports meanwhile
         for a in chunk:
@@ -806,7 +809,7 @@ class Service:
                 closing.append((a, a.config, blocked[1]))
             else:
                 waiting[blocked[1]] = a
-                period_of[blocked[1]] = next(p for p, r in rows[a.spec.key].items() if r["id"] == blocked[1])
+                period_of[blocked[1]] = next((p for p, r in rows[a.spec.key].items() if r["id"] == blocked[1]), -1)
         if closing:
             closed = self._close_many(closing)
             ok = [(a, config, row) for (a, config, _), row in zip(closing, closed) if not isinstance(row, Exception)]
