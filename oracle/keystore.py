@@ -13,6 +13,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from .addresses import checksum
+from .signing import Signer
 
 
 class KeystoreError(ValueError):
@@ -61,6 +62,7 @@ class KeyRing:
 
     def __init__(self, accounts: Iterable[LocalAccount]) -> None:
         self._accounts = {a.address: a for a in accounts}
+        self._signers: dict[str, Signer] = {}
 
     @classmethod
     def from_files(cls, paths: Iterable[str | Path], password: str) -> KeyRing:
@@ -78,8 +80,11 @@ class KeyRing:
 
     def sign_digest(self, address: str, digest: bytes) -> bytes:
         """65-byte (r, s, v) signature, low s, v in {27, 28} (as `oracle.signing`)."""
-        signed = self.account(address).unsafe_sign_hash(digest)
-        return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
+        account = self.account(address)
+        signer = self._signers.get(account.address)
+        if signer is None:
+            signer = self._signers[account.address] = Signer(account.key)
+        return signer.sign_digest(digest)
 
     def __contains__(self, address: object) -> bool:
         return isinstance(address, str) and checksum(address) in self._accounts

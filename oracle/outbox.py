@@ -31,6 +31,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError, Transaction
 
 from .chain import Rpc, RpcError, contract, decode_error, encode_call
 from .db import now, reports, tx_attempts
+from .signing import Signer
 
 CLOSED, SIGNED, SENT, MINED, CONFIRMED = "closed", "signed", "sent", "mined", "confirmed"
 SETTLED_ELSEWHERE, FAILED = "settled_elsewhere", "failed"
@@ -75,6 +76,7 @@ class Outbox:
                  clock: Callable[[], float], hook: Hook | None = None,
                  count: Callable[[str, str], None] | None = None) -> None:
         self.engine, self.w3, self.sender, self.policy = engine, w3, sender, policy
+        self._signer = Signer(sender.key)
         self.clock = clock
         self.hook: Hook = hook or (lambda point, row: None)
         self.count = count or (lambda name, label: None)
@@ -526,13 +528,10 @@ class Outbox:
         """Sign locally (a contract call, raw calldata to `to`, or a 0-value self-transfer)."""
         if self.policy.max_fee_wei is not None and max_fee > self.policy.max_fee_wei:
             raise FeeCapExceeded(max_fee, self.policy.max_fee_wei)
-        tx: dict[str, Any] = {"type": 2, "chainId": self.chain_id, "nonce": nonce, "gas": gas, "maxFeePerGas": max_fee,
-              "maxPriorityFeePerGas": tip, "to": self.sender.address, "value": 0, "data": b""}
-        if call is not None:
-            tx["to"], tx["data"] = call
-        signed = self.sender.sign_transaction(tx)
+        to, data = (self.sender.address, b"") if call is None else (call[0], _unhex(call[1]))
+        raw, tx_hash = self._signer.sign_eip1559(self.chain_id, nonce, gas, max_fee, tip, to, 0, data)
         return {"report_id": report_id, "sender": self.sender.address, "nonce": nonce, "gas": gas,
-                "tx_hash": _hex(signed.hash), "raw": _hex(signed.raw_transaction), "max_fee": str(max_fee),
+                "tx_hash": _hex(tx_hash), "raw": _hex(raw), "max_fee": str(max_fee),
                 "priority_fee": str(tip), "status": "pending", "sent_at": int(self.clock())}
 
     def _broadcast(self, attempt: dict[str, Any]) -> None:

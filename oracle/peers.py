@@ -16,28 +16,20 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from eth_account import Account
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from .db import insert_ignore, now, signatures
 from .schedule import Config
+from .signing import recover_signer
 
-HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 log = logging.getLogger("slacomp.oracle.peers")
 
 
 def signer_of(digest: bytes, signature: bytes) -> str | None:
     """The oracle address a 65-byte (r, s, v) signature over `digest` recovers to; None if
     malformed or high-s."""
-    if len(signature) != 65 or signature[64] not in (27, 28):
-        return None
-    if int.from_bytes(signature[32:64], "big") > HALF_N:
-        return None
-    try:
-        return str(Account._recover_hash(digest, signature=signature))
-    except Exception:  # noqa: BLE001 - not a valid signature
-        return None
+    return recover_signer(digest, signature)
 
 
 def add_signature(engine: Engine, address: str, period: int, digest: bytes, signature: bytes,

@@ -101,3 +101,37 @@ def test_keystore_roundtrip_and_errors_never_show_the_key(tmp_path):
     assert read_password("NOPE_NOT_SET", tmp_path / "pwfile") == "secret"
     with pytest.raises(KeystoreError, match="no keystore password"):
         read_password("SLACOMP_TEST_UNSET_VARIABLE")
+
+
+def test_direct_signer_gives_eth_account_bytes_and_recovery_refuses_bad_signatures():
+    """The node signs through libsecp256k1 directly (transactions, report digests) and recovers
+    signers the same way: byte for byte what eth-account gives, on random keys and transactions;
+    high-s, bad v, zero r and truncated signatures recover to nothing."""
+    import os
+    import random
+
+    from oracle.signing import SECP256K1_N, Signer, recover_signer, sign_digest
+
+    rng = random.Random(7)
+    for i in range(60):
+        key = rng.randbytes(32)
+        account, signer = Account.from_key(key), Signer(key)
+        assert signer.address == account.address
+        digest = rng.randbytes(32)
+        sig = signer.sign_digest(digest)
+        assert sig == sign_digest(digest, key) and recover_signer(digest, sig) == account.address
+        tx = {"type": 2, "chainId": rng.choice([1, 31337, 2**40]), "nonce": rng.choice([0, 127, 128, 2**20]),
+              "gas": rng.randrange(21_000, 10**7), "maxFeePerGas": rng.choice([0, 10**9, 2**200]),
+              "maxPriorityFeePerGas": rng.choice([0, 1, 10**9]), "to": Account.from_key(rng.randbytes(32)).address,
+              "value": rng.choice([0, 10**18]), "data": rng.randbytes(rng.choice([0, 1, 55, 56, 700]))}
+        signed = account.sign_transaction(tx)
+        raw, tx_hash = signer.sign_eip1559(tx["chainId"], tx["nonce"], tx["gas"], tx["maxFeePerGas"],
+                                           tx["maxPriorityFeePerGas"], tx["to"], tx["value"], tx["data"])
+        assert (raw, tx_hash) == (bytes(signed.raw_transaction), bytes(signed.hash)), i
+    r, s = sig[:32], int.from_bytes(sig[32:64], "big")
+    high_s = r + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - sig[64]])  # the same point, other s
+    assert Account._recover_hash(digest, signature=high_s) == account.address  # valid, but not canonical
+    for bad in (high_s, sig[:64] + b"\x01", sig[:64] + b"\x1d", bytes(32) + sig[32:], sig[:64], os.urandom(3)):
+        assert recover_signer(digest, bad) is None
+    with pytest.raises(TypeError):
+        __import__("pickle").dumps(signer)
