@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterable
-from functools import lru_cache
+from functools import lru_cache, partial
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -167,23 +167,31 @@ tx_attempts = Table(
 )
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any, synchronous: str = "FULL") -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute(f"PRAGMA synchronous={synchronous}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: bulk ingest keeps its index pages in memory
     cur.close()
 
 
-def connect(url: str) -> Engine:
-    """An engine for `url` with the schema created (SQLite file or PostgreSQL)."""
+def connect(url: str, sync_commits: bool = True) -> Engine:
+    """An engine for `url` with the schema created (SQLite file or PostgreSQL).
+
+    `sync_commits=False` (SQLite): a commit does not wait for the disk (WAL, synchronous=NORMAL).
+    It survives the process being killed, not a power cut, until the next synchronous commit of
+    any connection, which makes every earlier one durable (the WAL is written in order). For
+    the node's workers, which ingest inbox files only: the files stay in the inbox (a lost
+    ingest is redone on the next pass), and the report closing a period is committed
+    synchronously, after the rows its bundle froze."""
     engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         if engine.url.database and engine.url.database != ":memory:":
             Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_pragmas if sync_commits else partial(_sqlite_pragmas,
+                                                                                    synchronous="NORMAL"))
     metadata.create_all(engine)
     _check_layout(engine, url)
     return engine

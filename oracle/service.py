@@ -975,7 +975,8 @@ def _files_digest(files: dict[str, bytes]) -> str:
 
 
 def _worker_init(db_url: str) -> None:
-    _WORKER["engine"] = db.connect(db_url)
+    # inbox files only: a commit need not wait for the disk (see db.connect)
+    _WORKER["engine"] = db.connect(db_url, sync_commits=False)
     parent = os.getppid()
 
     def orphaned() -> None:  # the node was killed (SIGKILL: no shutdown): do not linger

@@ -223,3 +223,17 @@ def test_window_columns_sort_what_the_aggregate_gives_out_of_order():
     assert ts.tolist() == [10, 20, 30, -5]
     assert state.tolist() == [0, 2, 1, 4]
     assert [c.tolist() for c in _window_columns([(1, None)])] == [[], [], []]
+
+
+def test_worker_commits_skip_the_disk_wait_and_the_node_s_do_not(tmp_path):
+    """The workers' engine (inbox files only) commits without waiting for the disk; the node's
+    own engine (reports, signatures, transactions, HTTP batches) waits for every commit."""
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    for sync, expected in ((True, 2), (False, 1)):  # FULL, NORMAL
+        engine = db.connect(url, sync_commits=sync)
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == expected
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        engine.dispose()
