@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from eth_abi import encode
 from eth_utils import keccak
 
 from .addresses import checksum
@@ -46,10 +45,13 @@ class Report:
         return pack_attainments(self.attainments)
 
     def struct_hash(self) -> bytes:
-        return keccak(encode(
-            ["bytes32", "uint32", "bytes32", "bytes32", "bytes32"],
-            [REPORT_TYPEHASH, self.period, self.terms_hash, self.evidence_root, keccak(self.packed_attainments)],
-        ))
+        """keccak of the ABI encoding of (typehash, period, termsHash, evidenceRoot,
+        keccak(attainments)): static words, laid out here (eth_abi's encoder costs more than
+        the hashing; tests/oracle_service check the bytes against it)."""
+        if not 0 <= self.period < 2**32:
+            raise ValueError(f"period {self.period} is not a uint32")
+        return keccak(REPORT_TYPEHASH + self.period.to_bytes(32, "big") + self.terms_hash + self.evidence_root
+                      + keccak(self.packed_attainments))
 
     def digest(self, chain_id: int, agreement: str) -> bytes:
         """The EIP-712 digest the oracles sign (domain: this agreement on this chain)."""
@@ -73,12 +75,15 @@ class Report:
         }
 
 
+_DOMAIN_HEAD = DOMAIN_TYPEHASH + keccak(text=DOMAIN_NAME) + keccak(text=DOMAIN_VERSION)
+
+
 def domain_separator(chain_id: int, agreement: str) -> bytes:
-    return keccak(encode(
-        ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-        [DOMAIN_TYPEHASH, keccak(text=DOMAIN_NAME), keccak(text=DOMAIN_VERSION), chain_id,
-         checksum(agreement)],
-    ))
+    """keccak of the ABI encoding of (typehash, keccak(name), keccak(version), chainId,
+    verifyingContract), laid out as static words."""
+    if not 0 <= chain_id < 2**256:
+        raise ValueError(f"chain id {chain_id} is not a uint256")
+    return keccak(_DOMAIN_HEAD + chain_id.to_bytes(32, "big") + bytes(12) + bytes.fromhex(checksum(agreement)[2:]))
 
 
 def make_report(period: int, terms_hash: bytes | str, evidence_root: bytes | str,

@@ -961,9 +961,12 @@ def prepare_close(engine: Engine, job: dict[str, Any]) -> dict[str, Any]:
             "total_credit": result.total_credit}
 
 
+_Q_LAST_SOURCE = select(func.coalesce(func.max(sources.c.id), 0)).where(sources.c.agreement == bindparam("agreement"))
+
+
 def _last_source(conn: Any, key: str) -> int:
     """The agreement's newest source id (0: none): rows stored later come from newer sources."""
-    return int(conn.execute(select(func.coalesce(func.max(sources.c.id), 0)).where(sources.c.agreement == key)).scalar())
+    return int(db.fetch_tuples(conn, _Q_LAST_SOURCE, {"agreement": key})[0][0])
 
 
 def _files_digest(files: dict[str, bytes]) -> str:

@@ -135,3 +135,29 @@ def test_direct_signer_gives_eth_account_bytes_and_recovery_refuses_bad_signatur
         assert recover_signer(digest, bad) is None
     with pytest.raises(TypeError):
         __import__("pickle").dumps(signer)
+
+
+def test_report_digest_words_are_the_abi_encoding():
+    """Report.struct_hash and domain_separator lay the static ABI words out themselves: the
+    same bytes as eth_abi's encoder, for random reports, chains and agreements."""
+    import random
+
+    from eth_abi import encode
+    from eth_utils import keccak
+
+    from oracle.report import DOMAIN_NAME, DOMAIN_TYPEHASH, DOMAIN_VERSION, REPORT_TYPEHASH, domain_separator
+
+    rng = random.Random(5)
+    for _ in range(50):
+        report = make_report(rng.choice([0, 1, 11, 2**32 - 1]), rng.randbytes(32), rng.randbytes(32),
+                             [[rng.randrange(10_001) for _ in range(rng.randrange(1, 6))] for _ in range(3)])
+        chain_id, agreement = rng.choice([1, 31337, 2**64]), Account.from_key(rng.randbytes(32)).address
+        assert report.struct_hash() == keccak(encode(
+            ["bytes32", "uint32", "bytes32", "bytes32", "bytes32"],
+            [REPORT_TYPEHASH, report.period, report.terms_hash, report.evidence_root,
+             keccak(report.packed_attainments)]))
+        assert domain_separator(chain_id, agreement.lower()) == keccak(encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [DOMAIN_TYPEHASH, keccak(text=DOMAIN_NAME), keccak(text=DOMAIN_VERSION), chain_id, agreement]))
+    with pytest.raises(ValueError):
+        make_report(2**32, bytes(32), bytes(32), [[1]]).struct_hash()
