@@ -138,6 +138,20 @@ def fetch_config(agreement: Contract, from_block: int = 0) -> Config:
 
 
 CHUNK = 50  # agreements whose closes, signatures and transactions are batched together
+TAIL_CHUNK = 8  # the smallest chunk the last ones shrink to
+
+
+def _chunks(n: int) -> list[tuple[int, int]]:
+    """[lo, hi) bounds of the chunks of n agreements: CHUNK each, the last 2 * CHUNK in halving
+    chunks. The last chunk's chain work (preflight, send, mine, receipts) runs after the
+    workers are done, with a core idle: the smaller it is, the sooner the pass ends."""
+    out, lo = [], 0
+    while lo < n:
+        rest = n - lo
+        size = CHUNK if rest > 2 * CHUNK else rest // 2 if rest > 2 * TAIL_CHUNK else rest
+        out.append((lo, lo + size))
+        lo += size
+    return out
 LOGS_GROUP = 200  # agreements whose Config logs are fetched by one eth_getLogs
 
 
@@ -763,8 +777,8 @@ class Service:
                 except Exception as exc:  # noqa: BLE001 - node unreachable: every agreement waits
                     snapshot = {a.spec.key: exc for a in pending}
             again: list[_Served] = []
-            for i in range(0, len(pending), CHUNK):
-                again += self._serve_chunk(pending[i:i + CHUNK], snapshot, submit, progress)
+            for lo, hi in _chunks(len(pending)):
+                again += self._serve_chunk(pending[lo:hi], snapshot, submit, progress)
             pending = again
 
     def _serve_chunk(self, chunk: list[_Served], snapshot: dict[str, tuple[bytes, int] | Exception], submit: bool,

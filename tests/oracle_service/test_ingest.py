@@ -237,3 +237,16 @@ def test_worker_commits_skip_the_disk_wait_and_the_node_s_do_not(tmp_path):
             assert conn.execute(text("PRAGMA synchronous")).scalar() == expected
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         engine.dispose()
+
+
+def test_pass_chunks_cover_every_agreement_once_and_shrink_at_the_end():
+    """The loop serves agreements in chunks of CHUNK; the last 2 * CHUNK in halving chunks (the
+    last one's chain work runs once the workers are done)."""
+    from oracle.service import CHUNK, TAIL_CHUNK, _chunks
+
+    for n in (0, 1, TAIL_CHUNK, 2 * TAIL_CHUNK + 1, CHUNK, 2 * CHUNK, 2 * CHUNK + 1, 1000):
+        bounds = _chunks(n)
+        assert [i for lo, hi in bounds for i in range(lo, hi)] == list(range(n))
+        assert all(0 < hi - lo <= CHUNK for lo, hi in bounds)
+    sizes = [hi - lo for lo, hi in _chunks(1000)]
+    assert sizes[:19] == [CHUNK] * 19 and sizes[19:] == [25, 12, 13]
