@@ -733,31 +733,36 @@ class Service:
         called with each agreement's key once it is done (the CLI's progress bar).
 
         The chain work is batched across agreements, in rounds: the agreements' on-chain state
-        is read in one JSON-RPC batch, each agreement is served (ingest, close, sign) up to the
+        is read in JSON-RPC batches (LOGS_GROUP agreements each), each agreement is served (ingest, close, sign) up to the
         report it has to send or track, then all those reports move on together
         (`Outbox.step_many`); agreements whose report became final get another round when their
         next period is due too."""
         agreements = list(self.served.values())
         self.start_workers()
-        try:
-            first: dict[str, tuple[bytes, int] | Exception] | None = self._snapshot(agreements)
-        except Exception as exc:  # noqa: BLE001 - node unreachable: every agreement waits
-            first = {a.spec.key: exc for a in agreements}
+        first: dict[str, tuple[bytes, int] | Exception] = {}
         pending: list[_Served] = []
         try:
-            known = self._reports_of(agreements) if self._pool is not None else {}
-            for a in agreements:
+            # group by group: the workers start on a group's agreements (their close needs the
+            # Config the snapshot loads) while the next group's state is read
+            for i in range(0, len(agreements), LOGS_GROUP):
+                group = agreements[i:i + LOGS_GROUP]
                 try:
-                    if self._pool is None:
-                        self._ingest_inbox(a)
-                    else:
-                        self._start_job(a, known[a.spec.key])
-                except Exception as exc:  # noqa: BLE001 - keep serving the others; retried next loop
-                    self._failed(a, exc)
-                    if progress is not None:
-                        progress(a.spec.key)
-                    continue
-                pending.append(a)
+                    first.update(self._snapshot(group))
+                except Exception as exc:  # noqa: BLE001 - node unreachable: these agreements wait
+                    first.update({a.spec.key: exc for a in group})
+                known = self._reports_of(group) if self._pool is not None else {}
+                for a in group:
+                    try:
+                        if self._pool is None:
+                            self._ingest_inbox(a)
+                        else:
+                            self._start_job(a, known[a.spec.key])
+                    except Exception as exc:  # noqa: BLE001 - keep serving the others; retried next loop
+                        self._failed(a, exc)
+                        if progress is not None:
+                            progress(a.spec.key)
+                        continue
+                    pending.append(a)
             self._serve_rounds(pending, first, submit, progress)
         finally:
             for future in self._jobs.values():
