@@ -26,12 +26,6 @@ from .signing import recover_signer
 log = logging.getLogger("slacomp.oracle.peers")
 
 
-def signer_of(digest: bytes, signature: bytes) -> str | None:
-    """The oracle address a 65-byte (r, s, v) signature over `digest` recovers to; None if
-    malformed or high-s."""
-    return recover_signer(digest, signature)
-
-
 def add_signature(engine: Engine, address: str, period: int, digest: bytes, signature: bytes,
                   config: Config, origin: str) -> str | None:
     """Store `signature` if it is an oracle's signature over `digest`; returns the oracle."""
@@ -45,7 +39,7 @@ def add_signatures(engine: Engine, address: str, period: int, digest: bytes, sig
     transaction; returns the oracles whose signatures were valid."""
     rows, oracles = [], []
     for signature in sigs:
-        oracle = signer_of(digest, signature)
+        oracle = recover_signer(digest, signature)
         if oracle is None or oracle not in config.oracles:
             continue
         oracles.append(oracle)

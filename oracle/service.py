@@ -37,11 +37,11 @@ from .db import insert_ignore, lock_agreements, quarantine, reports, signatures,
 from .ingest import IngestResult, export_evidence, frozen_before_in, ingest_file, ingest_folder, ingest_rows
 from .keystore import KeyRing, KeystoreError, load_keystore, read_password
 from .outbox import CLOSED, FINAL, IN_FLIGHT, SIGNED, Hook, Outbox, TxPolicy
-from .peers import add_signatures, collected, collected_many, pull, served, signer_of
+from .peers import add_signatures, collected, collected_many, pull, served
 from .report import report_from_result
 from .schedule import Config
 from .settings import AgreementSpec, Settings
-from .signing import pack_signatures
+from .signing import pack_signatures, recover_signer
 from .terms import Terms, load_terms, period_bounds, period_labels, terms_hash
 
 log = logging.getLogger("slacomp.oracle.service")
@@ -572,7 +572,7 @@ class Service:
                     if index in have:
                         continue
                     sig = self.keyring.sign_digest(address, digest)
-                    if signer_of(digest, sig) != address:
+                    if recover_signer(digest, sig) != address:
                         continue
                     have[index] = sig
                     new.append({"address": a.address, "period": row["period"], "digest": row["digest"],
