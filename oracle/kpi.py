@@ -578,10 +578,9 @@ def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | No
     # Hashing the evidence (keccak releases the GIL) overlaps the KPI arithmetic.
     leaves = pool.submit(evidence_leaves, terms, evidence, start, w1) if commit and pool is not None else None
     out, total = _objective_results(terms, evidence, start, w1, end, as_of, pool)
-    if leaves is not None:
-        root = "0x" + leaves.result().root.hex()
-    else:
-        root = "0x" + evidence_leaves(terms, evidence, start, w1).root.hex() if commit else ""
+    root = ""
+    if commit:
+        root = "0x" + (leaves.result() if leaves is not None else evidence_leaves(terms, evidence, start, w1)).root.hex()
     return PeriodResult(terms.agreement, label, start, end, terms_hash(terms), root, tuple(out), total, as_of)
 
 

@@ -806,8 +806,7 @@ class Service:
     def _serve_chunk_steps(self, chunk: list[_Served], snapshot: dict[str, tuple[bytes, int] | Exception],
                            submit: bool, progress: Callable[[str], None] | None,
                            done: Callable[[_Served], None]) -> list[_Served]:
-        waiting: dict[int, _Served] = {}
-        period_of: dict[int, int] = {}  # waiting report row id -> its period (-1: not known here)
+        waiting: dict[int, tuple[_Served, int]] = {}  # report row id -> its agreement, its period (-1: not known here)
         closing: list[tuple[_Served, Config, int]] = []
         rows = self._reports_of(chunk)  # nothing else writes these agreements' reports meanwhile
         for a in chunk:
@@ -827,8 +826,7 @@ class Service:
                 assert a.config is not None
                 closing.append((a, a.config, blocked[1]))
             else:
-                waiting[blocked[1]] = a
-                period_of[blocked[1]] = next((p for p, r in rows[a.spec.key].items() if r["id"] == blocked[1]), -1)
+                waiting[blocked[1]] = (a, next((p for p, r in rows[a.spec.key].items() if r["id"] == blocked[1]), -1))
         if closing:
             closed = self._close_many(closing)
             ok = [(a, config, row) for (a, config, _), row in zip(closing, closed) if not isinstance(row, Exception)]
@@ -841,8 +839,7 @@ class Service:
                     self._failed(a, row)
                     done(a)
                 elif row["state"] == SIGNED and submit:
-                    waiting[row["id"]] = a
-                    period_of[row["id"]] = row["period"]
+                    waiting[row["id"]] = (a, row["period"])
                 else:
                     done(a)
         if not waiting:
@@ -852,9 +849,9 @@ class Service:
         except Exception as exc:  # noqa: BLE001
             states = {row_id: exc for row_id in waiting}
         again = []
-        for row_id, a in waiting.items():
+        for row_id, (a, period) in waiting.items():
             state = states.get(row_id)
-            if state in FINAL and self._next_due(a, period_of[row_id]):
+            if state in FINAL and self._next_due(a, period):
                 again.append(a)  # another round for it: its next period is due too
                 continue
             if isinstance(state, Exception):

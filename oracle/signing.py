@@ -11,7 +11,6 @@ from eth_account import Account
 from eth_utils import keccak
 
 from .addresses import checksum
-
 from .report import Report
 from .schedule import Config
 
@@ -21,8 +20,8 @@ SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 def sign_digest(digest: bytes, private_key: bytes | str) -> bytes:
     """A 65-byte (r, s, v) secp256k1 signature with low s and v in {27, 28}."""
-    signed = Account.unsafe_sign_hash(digest, private_key)
-    return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v])
+    key = bytes.fromhex(private_key.removeprefix("0x")) if isinstance(private_key, str) else private_key
+    return Signer(key).sign_digest(digest)
 
 
 class Signer:

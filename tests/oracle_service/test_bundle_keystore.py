@@ -119,7 +119,10 @@ def test_direct_signer_gives_eth_account_bytes_and_recovery_refuses_bad_signatur
         assert signer.address == account.address
         digest = rng.randbytes(32)
         sig = signer.sign_digest(digest)
-        assert sig == sign_digest(digest, key) and recover_signer(digest, sig) == account.address
+        reference = account.unsafe_sign_hash(digest)  # eth-account's signature, as bytes
+        assert sig == sign_digest(digest, key) == (reference.r.to_bytes(32, "big") + reference.s.to_bytes(32, "big")
+                                                   + bytes([reference.v]))
+        assert recover_signer(digest, sig) == account.address
         tx = {"type": 2, "chainId": rng.choice([1, 31337, 2**40]), "nonce": rng.choice([0, 127, 128, 2**20]),
               "gas": rng.randrange(21_000, 10**7), "maxFeePerGas": rng.choice([0, 10**9, 2**200]),
               "maxPriorityFeePerGas": rng.choice([0, 1, 10**9]), "to": Account.from_key(rng.randbytes(32)).address,
