@@ -39,8 +39,9 @@ FINAL = (CONFIRMED, SETTLED_ELSEWHERE, FAILED)
 IN_FLIGHT = (SENT, MINED)
 GAS_MARGIN_PCT = 25
 FILLER_GAS = 21_000
-# after a batch broadcast the node may still be mining: the head is polled (every 20 ms) and the
-# missing receipts asked for again whenever it moved, until 10 polls in a row bring none (or 200 polls)
+# after a batch broadcast the node may still be mining: the sender's mined nonce count is polled
+# (every 20 ms) and the receipts of the transactions below it asked for, until 10 polls in a row
+# bring none (or 200 polls)
 RECEIPT_POLLS = 200
 RECEIPT_POLL_S = 0.02
 RECEIPT_QUIET_POLLS = 10
@@ -166,11 +167,14 @@ class Outbox:
             raise results[row["id"]]  # type: ignore[misc]
 
     def submit_many(self, rows: list[dict[str, Any]], results: dict[int, str | Exception]) -> None:
-        """signed -> sent for many reports: one JSON-RPC batch asks, for each, the contract's
-        `nextPeriod` and `configHash` and the gas of the call (the preflight: a revert is decoded
-        and recorded, nothing is sent), plus the base fee and our pending nonce. Then every
-        transaction is signed here with consecutive nonces and stored, with its report's new
-        state, in one database transaction; only then are they broadcast (one batch)."""
+        """signed -> sent for many reports: one JSON-RPC batch runs, for each, the preflight (the
+        call itself on the latest state: it succeeds, so the transaction will, on that state),
+        plus the base fee and our pending nonce. A report whose preflight reverts has the
+        contract's `nextPeriod` and `configHash` read (one more batch) to tell why: settled
+        elsewhere, waiting for an earlier period, the oracle set changed (sign again), or a
+        revert to record. Then every transaction is signed here with consecutive nonces and
+        stored, with its report's new state, in one database transaction; only then are they
+        broadcast (one batch)."""
         me = self.sender.address
         calls: list[tuple[str, list[Any]]] = [("eth_getBlockByNumber", ["latest", False]),
                                               ("eth_getTransactionCount", [me, "pending"])]
@@ -184,46 +188,53 @@ class Outbox:
             hint = self._gas_hints.get(len(data))
             if hint:
                 hints[k] = hint
-            calls += [("eth_call", [{"to": to, "data": encode_call("Agreement", "nextPeriod")}, "latest"]),
-                      ("eth_call", [{"to": to, "data": encode_call("Agreement", "configHash")}, "latest"]),
-                      # the preflight: with a gas limit already measured for calls of this size, an
-                      # eth_call at that limit (it succeeds, so the transaction will, on this state);
-                      # else (or if that call fails in any way) the node's estimate
-                      ("eth_call", [{"from": me, "to": to, "data": data, "gas": hex(hint)}, "latest"]) if hint
-                      else ("eth_estimateGas", [{"from": me, "to": to, "data": data}])]
+            # with a gas limit already measured for calls of this size, an eth_call at that
+            # limit; else (or if that call fails in any way) the node's estimate
+            calls.append(("eth_call", [{"from": me, "to": to, "data": data, "gas": hex(hint)}, "latest"]) if hint
+                         else ("eth_estimateGas", [{"from": me, "to": to, "data": data}]))
         answers = self.rpc.batch(calls)
-        retry = {k for k in hints if isinstance(answers[head + 3 * k + 2], RpcError)}
+        for a in answers[:head]:
+            if isinstance(a, RpcError):
+                raise a
+        gases = answers[head:]
+        retry = {k for k in hints if isinstance(gases[k], RpcError)}
         if retry:  # the limit was not enough, or the call reverts: the node's estimate decides
             order = sorted(retry)
             for k, gas in zip(order, self.rpc.batch([("eth_estimateGas", [{
                     "from": me, "to": payloads[rows[k]["id"]][0], "data": payloads[rows[k]["id"]][1]}])
                     for k in order])):
-                answers[head + 3 * k + 2] = gas
-        for a in answers[:head]:
-            if isinstance(a, RpcError):
-                raise a
+                gases[k] = gas
+        why = [k for k, gas in enumerate(gases) if isinstance(gas, RpcError) and gas.is_revert]
+        state: dict[int, tuple[Any, Any]] = {}
+        if why:
+            more = self.rpc.batch([c for k in why for c in (
+                ("eth_call", [{"to": payloads[rows[k]["id"]][0], "data": encode_call("Agreement", f)}, "latest"])
+                for f in ("nextPeriod", "configHash"))])
+            state = {k: (more[2 * j], more[2 * j + 1]) for j, k in enumerate(why)}
         base = int((answers[0] or {}).get("baseFeePerGas") or "0x0", 16)
         chain_nonce = int(answers[1], 16)
         tip = int(answers[2], 16) if self.policy.priority_fee_wei is None else None
         go: list[tuple[dict[str, Any], int]] = []
         for k, r in enumerate(rows):
-            next_period, config_hash, gas = answers[head + 3 * k: head + 3 * k + 3]
+            gas = gases[k]
             try:
-                for a in (next_period, config_hash):
-                    if isinstance(a, RpcError):
-                        raise a
-                next_period = int(next_period, 16)
-                if next_period > r["period"]:
-                    self._settled_elsewhere(r, self._agreement(r))
-                elif next_period < r["period"]:
-                    self._set(r["id"], error=f"waiting for period {next_period} to settle first")
-                elif _unhex(config_hash) != keccak(_unhex(r["config"])):
-                    # the parties rotated the oracle set since we signed: collect signatures again
-                    self._set(r["id"], CLOSED, signatures=None, error="oracle set changed on-chain; re-signing")
-                elif isinstance(gas, RpcError):
+                if isinstance(gas, RpcError):
                     if not gas.is_revert:
                         raise gas
-                    self._preflight_failed(r, gas.revert_text())
+                    next_period, config_hash = state[k]
+                    for a in (next_period, config_hash):
+                        if isinstance(a, RpcError):
+                            raise a
+                    next_period = int(next_period, 16)
+                    if next_period > r["period"]:
+                        self._settled_elsewhere(r, self._agreement(r))
+                    elif next_period < r["period"]:
+                        self._set(r["id"], error=f"waiting for period {next_period} to settle first")
+                    elif _unhex(config_hash) != keccak(_unhex(r["config"])):
+                        # the parties rotated the oracle set since we signed: collect signatures again
+                        self._set(r["id"], CLOSED, signatures=None, error="oracle set changed on-chain; re-signing")
+                    else:
+                        self._preflight_failed(r, gas.revert_text())
                 else:
                     if k in hints and k not in retry:
                         limit = hints[k]  # the eth_call at this very limit succeeded
@@ -278,19 +289,25 @@ class Outbox:
         flat = [a for r in rows for a in by_row[r["id"]]]
         receipts: dict[str, dict[str, Any]] = {}
         head = quiet = 0
+        me = self.sender.address.lower()
         for poll in range(RECEIPT_POLLS):
             # just broadcast: the node may still be mining them; poll again while receipts come in
             missing = [a for a in flat if a["tx_hash"] not in receipts and not any(
                 b["tx_hash"] in receipts for b in by_row[a["report_id"]])]
             if poll and (not missing or quiet >= RECEIPT_QUIET_POLLS):
                 break
-            if poll:  # receipts are asked for again only once the head has moved
+            if poll:
                 time.sleep(RECEIPT_POLL_S)
-                if int(self.rpc.call("eth_blockNumber", []), 16) == head:
-                    quiet += 1
-                    continue
-            head, raw = self._head_and_receipts([a["tx_hash"] for a in missing])
-            got = {a["tx_hash"]: _receipt_of(rc) for a, rc in zip(missing, raw) if rc}
+            # only a transaction whose nonce the chain has used can have a receipt: the sender's
+            # mined nonce count is asked first, receipts only for those below it (and for any
+            # attempt from another sender, which this count says nothing about)
+            used = int(self.rpc.call("eth_getTransactionCount", [self.sender.address, "latest"]), 16)
+            ask = [a for a in missing if a["nonce"] < used or str(a["sender"]).lower() != me]
+            if not ask:
+                quiet += 1
+                continue
+            head, raw = self._head_and_receipts([a["tx_hash"] for a in ask])
+            got = {a["tx_hash"]: _receipt_of(rc) for a, rc in zip(ask, raw) if rc}
             quiet = 0 if got else quiet + 1
             receipts |= got
         unmined = [r for r in rows if not any(a["tx_hash"] in receipts for a in by_row[r["id"]])]

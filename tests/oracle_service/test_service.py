@@ -151,6 +151,33 @@ def test_period_settled_by_someone_else_is_never_resent(deployed, keystores, tmp
     service.close()
 
 
+def test_oracle_set_rotated_after_signing_is_caught_by_the_preflight_and_signed_again(deployed, keystores,
+                                                                                     tmp_path):
+    """Signed under the old oracle set; the parties then rotate it (oracle 2 out, a new one in).
+    The preflight reverts (ConfigMismatch), the report goes back to be signed under the new
+    Config, and only then is one transaction sent."""
+    cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
+    service = Service(settings_from(cfg))
+    service.tick(submit=False)
+    assert report_row(service)["state"] == SIGNED
+    newcomer = Account.from_key(b"\x07" * 32).address
+    rotated = deployed.config.with_oracles([Account.from_key(k).address for k in ORACLE_KEYS[:2]] + [newcomer], 2)
+    assert rotated.oracles != deployed.config.oracles  # the indexes the signatures carry change too
+    ag, vendor = deployed.agreement, deployed.w3.eth.accounts[0]
+    ag.functions.proposeOracleSet(rotated.oracle_set()).transact({"from": vendor})
+    ag.functions.acceptOracleSet(deployed.config.encoded(), rotated.encoded()).transact({"from": deployed.customer})
+    seen: list[str] = []
+    service.hook = lambda point, row: seen.append(point)
+    service.tick()
+    service.tick()
+    assert_settled_once(deployed, service)
+    assert "signed" in seen  # signed again, under the rotated Config
+    with service.engine.connect() as conn:
+        assert conn.execute(select(db.reports.c.config)).scalar() == "0x" + rotated.encoded().hex()
+    assert len(attempts(service)) == 1  # nothing was broadcast under the old Config
+    service.close()
+
+
 def test_stuck_transaction_is_replaced_at_the_same_nonce(deployed, keystores, tmp_path):
     cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0",
                        replace_after="5m", priority_fee_wei=10**9)
@@ -478,6 +505,39 @@ def test_many_agreements_are_broadcast_in_one_batch_then_confirmed(keystores, tm
     assert nonce_of(deps[0], keystores["submitter_keys"][0]) == 3 and len(attempts(service)) == 3
     service.tick()  # nothing more to do, nothing resent
     assert nonce_of(deps[0], keystores["submitter_keys"][0]) == 3
+    service.close()
+
+
+def test_receipts_are_asked_for_only_below_the_mined_nonce_and_state_is_read_once(keystores, tmp_path, anvil):
+    """A pass reads each report's on-chain state once (configHash, nextPeriod): its preflight is
+    the only other call before sending. Receipts are asked for only for transactions below the
+    sender's mined nonce count: none while no block has come, then each exactly once."""
+    n = 4
+    deps, cfg = _many(tmp_path, keystores, anvil, n)
+    service = Service(settings_from(cfg), workers=0)
+    calls: list[tuple[str, list]] = []
+    batch = service.outbox.rpc._batch
+
+    def counted(requests):
+        calls.extend(requests)
+        return batch(requests)
+
+    service.outbox.rpc._batch = counted
+    automine(deps[0], False)
+    try:
+        service.tick()
+        assert _states(service) == [SENT] * n
+        reads = [p[0]["data"][:10] for m, p in calls if m == "eth_call" and "from" not in p[0]]
+        assert len(reads) == 2 * n  # the pass's snapshot only: no second read before sending
+        assert [m for m, _ in calls if m == "eth_getTransactionReceipt"] == []  # nothing mined yet
+        mine(deps[0])
+    finally:
+        automine(deps[0], True)
+    calls.clear()
+    service.tick()
+    assert _states(service) == [CONFIRMED] * n
+    receipts = [p[0] for m, p in calls if m == "eth_getTransactionReceipt"]
+    assert sorted(receipts) == sorted(a["tx_hash"] for a in attempts(service))  # each once
     service.close()
 
 
