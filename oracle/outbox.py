@@ -130,12 +130,13 @@ class Outbox:
             raise out
         return out
 
-    def step_many(self, row_ids: list[int]) -> dict[int, str | Exception]:
+    def step_many(self, row_ids: list[int], wait: bool = True) -> dict[int, str | Exception]:
         """`step` for many reports at once, each stage batched: the preflights of every signed
         report in one JSON-RPC batch, every transaction signed and stored (one database
         transaction) before any is broadcast, the broadcasts in one batch, then every receipt in
         one batch. Returns each report's new state, or the exception that stopped it (the others
-        go on). Transport failures (node down) raise."""
+        go on). Transport failures (node down) raise. `wait=False`: receipts are read once, not
+        waited for, and a transaction not mined yet is left as it is (sent) for a later step."""
         results: dict[int, str | Exception] = {}
         rows = self._rows(row_ids)
         todo = list(rows.values())
@@ -149,7 +150,7 @@ class Outbox:
             if mined:
                 self.confirm_many(mined, results)
             if sent:
-                self.track_many(sent, results)
+                self.track_many(sent, results, wait)
             if signed:
                 self.submit_many(signed, results)
             rows |= self._rows([r["id"] for r in todo])
@@ -275,10 +276,11 @@ class Outbox:
             self.count("reports_sent", r["agreement"])
             self.hook("broadcast", r)
 
-    def track_many(self, rows: list[dict[str, Any]], results: dict[int, str | Exception]) -> None:
+    def track_many(self, rows: list[dict[str, Any]], results: dict[int, str | Exception], wait: bool = True) -> None:
         """sent -> mined (-> confirmed when deep enough) for many reports: every attempt's receipt
         and the head block in one batch. A report with no receipt yet takes `track`'s full path
-        (replace, rebroadcast, fill nonce gaps, nonce taken)."""
+        (replace, rebroadcast, fill nonce gaps, nonce taken). `wait=False`: one look, no polling,
+        and a report with no receipt yet is left for a later call."""
         with self.engine.connect() as conn:
             found = conn.execute(select(tx_attempts).where(
                 tx_attempts.c.report_id.in_([r["id"] for r in rows]), tx_attempts.c.status != "dropped").order_by(
@@ -290,7 +292,7 @@ class Outbox:
         receipts: dict[str, dict[str, Any]] = {}
         head = quiet = 0
         me = self.sender.address.lower()
-        for poll in range(RECEIPT_POLLS):
+        for poll in range(RECEIPT_POLLS if wait else 1):
             # just broadcast: the node may still be mining them; poll again while receipts come in
             missing = [a for a in flat if a["tx_hash"] not in receipts and not any(
                 b["tx_hash"] in receipts for b in by_row[a["report_id"]])]
@@ -311,7 +313,10 @@ class Outbox:
             quiet = 0 if got else quiet + 1
             receipts |= got
         unmined = [r for r in rows if not any(a["tx_hash"] in receipts for a in by_row[r["id"]])]
-        waiting = self._still_pending(unmined, by_row) if unmined else set()
+        if not wait:
+            waiting = {r["id"] for r in unmined}
+        else:
+            waiting = self._still_pending(unmined, by_row) if unmined else set()
         mined: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
         for r in rows:
             try:

@@ -782,19 +782,26 @@ class Service:
                 except Exception as exc:  # noqa: BLE001 - node unreachable: every agreement waits
                     snapshot = {a.spec.key: exc for a in pending}
             again: list[_Served] = []
-            for lo, hi in _chunks(len(pending)):
-                again += self._serve_chunk(pending[lo:hi], snapshot, submit, progress)
+            carry: dict[int, tuple[_Served, int]] = {}
+            bounds = _chunks(len(pending))
+            for k, (lo, hi) in enumerate(bounds):
+                again += self._serve_chunk(pending[lo:hi], snapshot, submit, progress, carry, k == len(bounds) - 1)
             pending = again
 
     def _serve_chunk(self, chunk: list[_Served], snapshot: dict[str, tuple[bytes, int] | Exception], submit: bool,
-                     progress: Callable[[str], None] | None) -> list[_Served]:
+                     progress: Callable[[str], None] | None, carry: dict[int, tuple[_Served, int]],
+                     last: bool = True) -> list[_Served]:
         """Serve a chunk of agreements: each pass up to what it has to close or send; then the
         closes (one transaction), the signatures (one transaction), and the outbox steps of all
         their reports (batched). Returns the agreements whose report became final and whose next
-        period is due: they get another round."""
+        period is due: they get another round.
+
+        The chunks are pipelined: a chunk other than the `last` does not wait for its
+        transactions to be mined. Those still in flight go into `carry` and are looked at again
+        with the next chunk's (by then most are mined); the last chunk waits for all of them."""
         finished: list[_Served] = []
         try:
-            return self._serve_chunk_steps(chunk, snapshot, submit, progress, finished.append)
+            return self._serve_chunk_steps(chunk, snapshot, submit, progress, finished.append, carry, last)
         finally:  # their lag, from one read of their reports, then the progress bar
             fresh = self._reports_of(finished)
             for a in finished:
@@ -805,7 +812,8 @@ class Service:
 
     def _serve_chunk_steps(self, chunk: list[_Served], snapshot: dict[str, tuple[bytes, int] | Exception],
                            submit: bool, progress: Callable[[str], None] | None,
-                           done: Callable[[_Served], None]) -> list[_Served]:
+                           done: Callable[[_Served], None], carry: dict[int, tuple[_Served, int]],
+                           last: bool) -> list[_Served]:
         waiting: dict[int, tuple[_Served, int]] = {}  # report row id -> its agreement, its period (-1: not known here)
         closing: list[tuple[_Served, Config, int]] = []
         rows = self._reports_of(chunk)  # nothing else writes these agreements' reports meanwhile
@@ -842,10 +850,12 @@ class Service:
                     waiting[row["id"]] = (a, row["period"])
                 else:
                     done(a)
+        waiting |= carry  # earlier chunks' reports, in flight when last looked at
+        carry.clear()
         if not waiting:
             return []
         try:
-            states: dict[int, str | Exception] = self.outbox.step_many(list(waiting))
+            states: dict[int, str | Exception] = self.outbox.step_many(list(waiting), wait=last)
         except Exception as exc:  # noqa: BLE001
             states = {row_id: exc for row_id in waiting}
         again = []
@@ -853,6 +863,9 @@ class Service:
             state = states.get(row_id)
             if state in FINAL and self._next_due(a, period):
                 again.append(a)  # another round for it: its next period is due too
+                continue
+            if not last and state in IN_FLIGHT:
+                carry[row_id] = (a, period)
                 continue
             if isinstance(state, Exception):
                 self._failed(a, state)

@@ -541,6 +541,45 @@ def test_receipts_are_asked_for_only_below_the_mined_nonce_and_state_is_read_onc
     service.close()
 
 
+def test_chunks_are_pipelined_and_the_last_waits_for_every_carried_report(keystores, tmp_path, anvil, monkeypatch):
+    """With one agreement a chunk, a chunk does not wait for its transaction to be mined: its
+    report is carried to the next chunk's outbox step, and the last chunk waits for all. Each
+    agreement is reported done once, and every report is confirmed when the pass ends."""
+    from oracle import service as service_mod
+
+    monkeypatch.setattr(service_mod, "CHUNK", 1)
+    monkeypatch.setattr(service_mod, "TAIL_CHUNK", 1)
+    n = 3
+    deps, cfg = _many(tmp_path, keystores, anvil, n)
+    service = Service(settings_from(cfg), workers=0)
+    steps: list[tuple[int, bool]] = []
+    step_many = service.outbox.step_many
+
+    def recorded(row_ids, wait=True):
+        steps.append((len(row_ids), wait))
+        return step_many(row_ids, wait=wait)
+
+    service.outbox.step_many = recorded
+    done: list[str] = []
+    automine(deps[0], False)  # nothing is mined until the last chunk has waited
+    try:
+        service.tick(progress=done.append)
+        chunks = len(service_mod._chunks(n))
+        assert chunks >= 2 and [wait for _, wait in steps] == [False] * (chunks - 1) + [True]
+        assert steps[-1][0] == n  # every earlier chunk's report was carried to the last step
+        assert sorted(done) == sorted(a["agreement"] for a in service.status())  # once each
+        assert _states(service) == [SENT] * n
+        mine(deps[0])
+    finally:
+        automine(deps[0], True)
+    service.tick()
+    assert _states(service) == [CONFIRMED] * n
+    for dep in deps:
+        assert len(settlements(dep)) == 1
+    assert nonce_of(deps[0], keystores["submitter_keys"][0]) == n and len(attempts(service)) == n
+    service.close()
+
+
 def test_worker_bundles_are_synced_once_before_their_reports_are_stored(keystores, tmp_path, anvil, monkeypatch):
     """Bundles written by worker processes skip their fsyncs; the node makes them durable with
     one syncfs of the store before the reports that name them are stored, and each is whole."""
