@@ -180,6 +180,7 @@ def bench_settlement(n: int, work: Path, block_time: int = 0) -> dict[str, float
             if block_time:
                 w3.provider.make_request("evm_setIntervalMining", [block_time])
             cpu0 = _cpu_split(service, chain)
+            block0 = w3.eth.block_number
             t0 = time.perf_counter()
             ticks = 0
             while ticks < (5 if not block_time else 5 + 100 * block_time):
@@ -192,6 +193,7 @@ def bench_settlement(n: int, work: Path, block_time: int = 0) -> dict[str, float
                     break
             seconds = time.perf_counter() - t0
             cpu = {k: v - cpu0[k] for k, v in _cpu_split(service, chain).items()}
+            blocks = w3.eth.block_number - block0
             settled = states.count(CONFIRMED)
             others = {st: states.count(st) for st in sorted(set(states)) if st != CONFIRMED}
             errors = sorted({str(r["error"])[:120] for a in service.status() for r in a["reports"] if r["error"]})
@@ -203,6 +205,7 @@ def bench_settlement(n: int, work: Path, block_time: int = 0) -> dict[str, float
             service.close()
     assert logs == min(10, n), f"expected one settlement per agreement, saw {logs} for the first 10"
     return {"agreements": n, "settled": settled, "seconds": seconds, "ticks": ticks, "events_each": events,
+            "blocks": blocks,
             "setup_s": setup_s, "cpu": cpu, "others": others, "errors": errors[:5], "failed": failed}
 
 
@@ -256,7 +259,7 @@ def main() -> None:
             print(f"{n:>11,} {int(s['settled']):>8,} {s['seconds']:>8.2f} {rate:>13.1f}   "
                   f"target >= {TARGET_AGREEMENTS_PER_S:.0f}: {'OK' if rate >= TARGET_AGREEMENTS_PER_S else 'SLOW'}")
             print("CPU seconds in the timed part: " + ", ".join(f"{k} {v:.1f}" for k, v in s["cpu"].items())
-                  + f" (of {s['seconds'] * (os.cpu_count() or 1):.1f} core-seconds)")
+                  + f" (of {s['seconds'] * (os.cpu_count() or 1):.1f} core-seconds); Anvil mined {s['blocks']:,} blocks")
             if s["others"] or s["failed"]:
                 print(f"not settled: {s['others']}; failures: {s['failed']}; errors: {s['errors']}")
         if args.skip != "ingest":
