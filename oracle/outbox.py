@@ -222,20 +222,7 @@ class Outbox:
                 if isinstance(gas, RpcError):
                     if not gas.is_revert:
                         raise gas
-                    next_period, config_hash = state[k]
-                    for a in (next_period, config_hash):
-                        if isinstance(a, RpcError):
-                            raise a
-                    next_period = int(next_period, 16)
-                    if next_period > r["period"]:
-                        self._settled_elsewhere(r, self._agreement(r))
-                    elif next_period < r["period"]:
-                        self._set(r["id"], error=f"waiting for period {next_period} to settle first")
-                    elif _unhex(config_hash) != keccak(_unhex(r["config"])):
-                        # the parties rotated the oracle set since we signed: collect signatures again
-                        self._set(r["id"], CLOSED, signatures=None, error="oracle set changed on-chain; re-signing")
-                    else:
-                        self._preflight_failed(r, gas.revert_text())
+                    self._explain_revert(r, gas, *state[k])
                 else:
                     if k in hints and k not in retry:
                         limit = hints[k]  # the eth_call at this very limit succeeded
@@ -275,6 +262,23 @@ class Outbox:
         for r, _ in signed:
             self.count("reports_sent", r["agreement"])
             self.hook("broadcast", r)
+
+    def _explain_revert(self, r: dict[str, Any], revert: RpcError, next_period: Any, config_hash: Any) -> None:
+        """A signed report whose preflight reverted, with the contract's `nextPeriod` and
+        `configHash` read since: settled elsewhere, waiting for an earlier period, signed under
+        an oracle set the parties have since rotated (signed again), or a revert to record."""
+        for a in (next_period, config_hash):
+            if isinstance(a, RpcError):
+                raise a
+        next_period = int(next_period, 16)
+        if next_period > r["period"]:
+            self._settled_elsewhere(r, self._agreement(r))
+        elif next_period < r["period"]:
+            self._set(r["id"], error=f"waiting for period {next_period} to settle first")
+        elif _unhex(config_hash) != keccak(_unhex(r["config"])):
+            self._set(r["id"], CLOSED, signatures=None, error="oracle set changed on-chain; re-signing")
+        else:
+            self._preflight_failed(r, revert.revert_text())
 
     def track_many(self, rows: list[dict[str, Any]], results: dict[int, str | Exception], wait: bool = True) -> None:
         """sent -> mined (-> confirmed when deep enough) for many reports: every attempt's receipt

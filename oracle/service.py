@@ -790,7 +790,7 @@ class Service:
 
     def _serve_chunk(self, chunk: list[_Served], snapshot: dict[str, tuple[bytes, int] | Exception], submit: bool,
                      progress: Callable[[str], None] | None, carry: dict[int, tuple[_Served, int]],
-                     last: bool = True) -> list[_Served]:
+                     last: bool) -> list[_Served]:
         """Serve a chunk of agreements: each pass up to what it has to close or send; then the
         closes (one transaction), the signatures (one transaction), and the outbox steps of all
         their reports (batched). Returns the agreements whose report became final and whose next
