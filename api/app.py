@@ -59,8 +59,8 @@ def create_app(settings: ApiSettings | None = None, ctx: ApiContext | None = Non
 def _domain_errors() -> tuple[type[Exception], ...]:
     from sqlalchemy.exc import OperationalError
 
-    from oracle.kpi import PeriodError
-    from oracle.terms import TermsError
+    from oracle.core.terms import TermsError
+    from oracle.engine.kpi import PeriodError
 
     from .chain_view import ChainUnavailable, UnknownAgreement
     from .context import Conflict, Forbidden, Invalid

@@ -145,7 +145,7 @@ def add_key(path: Path, role: str, party: str | None, key_id: str) -> str:
 def record_write(engine: Engine, principal: Principal | None, method: str, path: str, agreement: str | None,
                  status: int, detail: dict[str, Any]) -> None:
     """Append one audit row (and a log line); never raises into the request."""
-    from oracle.db import now
+    from oracle.store.db import now
 
     row = {"ts": now(), "key_id": principal.key_id if principal else "(none)",
            "role": principal.role if principal else "(none)", "method": method, "path": path,

@@ -14,11 +14,11 @@ from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3Exception
 
-from oracle.chain import contract, load_artifact
-from oracle.report import Report
-from oracle.schedule import Config, unpack_attainments
-from oracle.signing import unpack_signatures
-from oracle.verify import DEBT_PERIOD, agreement_logs, recover_signers
+from oracle.chain.abi import contract, load_artifact
+from oracle.chain.config import Config, unpack_attainments
+from oracle.chain.report import Report
+from oracle.chain.signing import unpack_signatures
+from oracle.verify.customer import DEBT_PERIOD, agreement_logs, recover_signers
 
 T = TypeVar("T")
 ZERO = "0x" + "00" * 20

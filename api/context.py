@@ -11,13 +11,13 @@ from typing import Any
 from eth_utils import to_checksum_address
 from sqlalchemy.engine import Engine
 
-from oracle.chain import ChainError, contract, create_agreement
-from oracle.evidence import Evidence
-from oracle.keystore import load_keystore, read_password
-from oracle.periods import iso_utc
-from oracle.schedule import SCOPES, config_from_terms
-from oracle.terms import Terms, canonical_bytes, canonical_dict, parse_terms, period_bounds, period_labels, \
-    terms_hash
+from oracle.chain.abi import ChainError, contract, create_agreement
+from oracle.chain.config import SCOPES, config_from_terms
+from oracle.chain.keystore import load_keystore, read_password
+from oracle.core.calendar import iso_utc
+from oracle.core.period import period_bounds, period_labels
+from oracle.core.terms import Terms, canonical_bytes, canonical_dict, parse_terms, terms_hash
+from oracle.evidence.load import Evidence
 
 from . import forecast as fc
 from . import status as mtd
@@ -25,7 +25,6 @@ from .auth import KeyRing, Principal
 from .chain_view import AgreementState, ChainView
 from .oracle_link import OracleLink, connect
 from .settings import ApiSettings
-
 
 Compute = Callable[[Terms, Evidence, str, int], Any]  # (terms, evidence, label, as_of) -> cached value
 

@@ -10,8 +10,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
 
-from oracle.kpi import PeriodError
-from oracle.terms import TermsError
+from oracle.core.terms import TermsError
+from oracle.engine.kpi import PeriodError
 
 from .auth import Principal, record_write
 from .chain_view import ChainUnavailable, UnknownAgreement

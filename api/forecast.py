@@ -1,4 +1,4 @@
-"""The period's forecast for the API: oracle.forecast's report as plain data (per objective and
+"""The period's forecast for the API: oracle.engine.forecast's report as plain data (per objective and
 subject the probability of meeting the target, the 90% interval of final attainment, expected
 credit, status; the open faults worth fixing first) and the forecast band of the budget-burn
 chart. Pure: takes terms and evidence, returns plain data; amounts stay in smallest units."""
@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from oracle.budget import TICKET_KPIS
-from oracle.evidence import Evidence
-from oracle.forecast import ForecastParams, burn_chart, forecast_period
-from oracle.periods import iso_utc
-from oracle.terms import Terms
+from oracle.core.calendar import iso_utc
+from oracle.core.terms import Terms
+from oracle.engine.budget import TICKET_KPIS
+from oracle.engine.forecast import ForecastParams, burn_chart, forecast_period
+from oracle.evidence.load import Evidence
 
 SEED = 0  # fixed: a request gives the same numbers every time, so cached answers stay true
 DEFAULT_SIMS, MIN_SIMS, MAX_SIMS = 300, 50, 2000

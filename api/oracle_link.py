@@ -12,12 +12,13 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Engine
 
-from oracle import db
-from oracle.bundle import BundleError, find_bundles, open_bundle
-from oracle.evidence import Evidence, load_evidence
-from oracle.ingest import IngestResult, export_evidence, ingest_rows
-from oracle.settings import load_settings
-from oracle.terms import Terms, load_terms, parse_terms, period_bounds, period_labels, terms_hash
+from oracle.core.period import period_bounds, period_labels
+from oracle.core.terms import Terms, load_terms, parse_terms, terms_hash
+from oracle.evidence.bundle import BundleError, find_bundles, open_bundle
+from oracle.evidence.load import Evidence, load_evidence
+from oracle.node.settings import load_settings
+from oracle.store import db
+from oracle.store.ingest import IngestResult, export_evidence, ingest_rows
 
 from .auth import audit_metadata
 

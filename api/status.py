@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from oracle.credit import BPS
-from oracle.kpi import PeriodResult, SubjectResult, compute_period
-from oracle.periods import iso_utc, zone
-from oracle.terms import Terms
+from oracle.core.calendar import iso_utc, zone
+from oracle.core.credit import BPS
+from oracle.core.terms import Terms
+from oracle.engine.kpi import PeriodResult, SubjectResult, compute_period
 
 GREEN, AMBER, RED = "green", "amber", "red"
 _RANK = {GREEN: 0, AMBER: 1, RED: 2}

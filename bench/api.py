@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.auth import hash_key  # noqa: E402
-from oracle import devchain  # noqa: E402
-from oracle.chain import create_agreement, deploy_factory  # noqa: E402
-from oracle.db import connect  # noqa: E402
-from oracle.ingest import ingest_file  # noqa: E402
-from oracle.schedule import config_from_terms  # noqa: E402
-from oracle.terms import load_terms, terms_hash  # noqa: E402
+from oracle.chain import devchain  # noqa: E402
+from oracle.chain.abi import create_agreement, deploy_factory  # noqa: E402
+from oracle.chain.config import config_from_terms  # noqa: E402
+from oracle.core.terms import load_terms, terms_hash  # noqa: E402
+from oracle.store.db import connect  # noqa: E402
+from oracle.store.ingest import ingest_file  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "acme-ev"
 KEY = "slk_bench_auditor"
@@ -56,7 +56,7 @@ def setup(url: str, work: Path) -> tuple[str, dict[str, str]]:
     oracles = [Account.from_key(keccak(text=f"bench oracle {i}")).address for i in range(3)]
     config = config_from_terms(terms, customer=customer, asset="0x" + "00" * 20, oracles=oracles, threshold=2)
     agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config)
-    db_url = f"sqlite:///{work / 'oracle.db'}"
+    db_url = f"sqlite:///{work / 'oracle.store.db'}"
     engine = connect(db_url)
     for name in ("devices.csv", "events.csv", "exclusions.csv"):
         ingest_file(engine, terms, agreement.address.lower(), EXAMPLE / "evidence" / name)

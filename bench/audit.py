@@ -21,16 +21,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import polars as pl  # noqa: E402
 from eth_account import Account  # noqa: E402
 
-from oracle import devchain  # noqa: E402
-from oracle.audit import audit_agreement  # noqa: E402
-from oracle.bundle import write_bundle  # noqa: E402
-from oracle.chain import create_agreement, deploy_factory, deposit, submit_report  # noqa: E402
-from oracle.demo import DEMO_ORACLE_KEYS  # noqa: E402
-from oracle.report import report_from_result  # noqa: E402
-from oracle.schedule import config_from_terms  # noqa: E402
-from oracle.signing import sign_for  # noqa: E402
-from oracle.simulate import SimParams, simulate  # noqa: E402
-from oracle.terms import load_terms, period_bounds, period_labels  # noqa: E402
+from oracle.chain import devchain  # noqa: E402
+from oracle.chain.abi import create_agreement, deploy_factory, deposit, submit_report  # noqa: E402
+from oracle.chain.config import config_from_terms  # noqa: E402
+from oracle.chain.report import report_from_result  # noqa: E402
+from oracle.chain.signing import sign_for  # noqa: E402
+from oracle.core.period import (
+    period_bounds,
+    period_labels,  # noqa: E402
+)
+from oracle.core.terms import load_terms  # noqa: E402
+from oracle.evidence.bundle import write_bundle  # noqa: E402
+from oracle.sim.simulate import SimParams, simulate  # noqa: E402
+from oracle.verify.audit import audit_agreement  # noqa: E402
+from slacomp.demo import DEMO_ORACLE_KEYS  # noqa: E402
 
 DAY = 86_400
 
@@ -103,7 +107,7 @@ def main() -> int:
 def audit_only(rpc: str, address: str, terms_path: str, store: str) -> int:
     from web3 import Web3
 
-    from oracle.memory import peak_rss_mib, tune_allocator
+    from oracle.engine.memory import peak_rss_mib, tune_allocator
 
     tune_allocator()  # as `slacomp audit` does
     t = time.perf_counter()

@@ -23,9 +23,9 @@ MARGINAL = dict(devices_per_site=3, bad_sites=3, failure_rate=0.008, mttr_weekda
 
 
 def calibration(estates: int, sites: int, sims: int) -> dict:
-    from oracle.backtest import backtest, score
-    from oracle.forecast import ForecastParams
-    from oracle.simulate import SimParams
+    from oracle.engine.backtest import backtest, score
+    from oracle.engine.forecast import ForecastParams
+    from oracle.sim.simulate import SimParams
 
     t0 = time.perf_counter()
     outcomes = []
@@ -45,12 +45,12 @@ def calibration(estates: int, sites: int, sims: int) -> dict:
 
 
 def timing(sites: int, sims: int) -> dict:
-    from oracle.backtest import evidence_from_simulation
-    from oracle.budget import budget_status
-    from oracle.forecast import ForecastParams, fit, forecast_period
+    from oracle.core.terms import parse_terms
+    from oracle.engine.backtest import evidence_from_simulation
+    from oracle.engine.budget import budget_status
+    from oracle.engine.forecast import ForecastParams, fit, forecast_period
     from oracle.sim.output import terms_yaml
-    from oracle.simulate import SimParams, simulate_estate
-    from oracle.terms import parse_terms
+    from oracle.sim.simulate import SimParams, simulate_estate
 
     t = time.perf_counter()
     sim = simulate_estate(SimParams(sites=sites, devices_per_site=4, months=1, seed=3, bad_sites=sites // 100))
@@ -88,7 +88,7 @@ def timing(sites: int, sims: int) -> dict:
 
 
 def main() -> int:
-    from oracle.memory import tune_allocator
+    from oracle.engine.memory import tune_allocator
 
     tune_allocator()  # as `slacomp forecast` does
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

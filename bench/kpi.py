@@ -91,10 +91,10 @@ def run_once(folder: Path) -> dict[str, float]:
     """Load terms and evidence from CSV and compute the period, twice in one process: the
     first run pays for first-touch of fresh memory (costly in this VM), the second is warm,
     as in a long-running oracle service."""
-    from oracle.evidence import load_evidence
-    from oracle.kpi import compute_period
-    from oracle.memory import peak_rss_mib, tune_allocator
-    from oracle.terms import load_terms
+    from oracle.core.terms import load_terms
+    from oracle.engine.kpi import compute_period
+    from oracle.engine.memory import peak_rss_mib, tune_allocator
+    from oracle.evidence.load import load_evidence
 
     tune_allocator()  # as `slacomp kpi` does
     out: dict[str, float] = {}
@@ -118,9 +118,10 @@ def sanity() -> tuple[float, bool]:
     sys.path.insert(0, str(ROOT / "tests" / "oracle"))
     from bruteforce import brute_force  # type: ignore[import-not-found]
 
-    from oracle.evidence import load_evidence
-    from oracle.kpi import compute_period
-    from oracle.terms import load_terms, period_bounds
+    from oracle.core.period import period_bounds
+    from oracle.core.terms import load_terms
+    from oracle.engine.kpi import compute_period
+    from oracle.evidence.load import load_evidence
 
     folder = generate(2_000, n_sites=5, n_devices=20)
     terms = load_terms(folder / "terms.yaml")

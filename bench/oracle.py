@@ -83,9 +83,9 @@ def create_agreements(w3, n: int, oracles: list[str], terms_path: Path) -> list[
     transaction, Anvil's setup of 1,000 agreements takes minutes."""
     from web3.logs import DISCARD
 
-    from oracle.chain import contract, deploy, deploy_factory
-    from oracle.schedule import config_from_terms
-    from oracle.terms import load_terms
+    from oracle.chain.abi import contract, deploy, deploy_factory
+    from oracle.chain.config import config_from_terms
+    from oracle.core.terms import load_terms
 
     vendor, customer = w3.eth.accounts[0], w3.eth.accounts[1]
     token = deploy(w3, "TestToken", vendor, "Test USD Coin", "USDC", 6)
@@ -148,12 +148,12 @@ def bench_settlement(n: int, work: Path, block_time: int = 0) -> dict[str, float
     from eth_account import Account
     from eth_utils import keccak
 
-    from oracle import devchain
-    from oracle.chain import contract
-    from oracle.keystore import KeyRing
-    from oracle.outbox import CONFIRMED
-    from oracle.service import Service
-    from oracle.settings import load_settings
+    from oracle.chain import devchain
+    from oracle.chain.abi import contract
+    from oracle.chain.keystore import KeyRing
+    from oracle.node.loop import Service
+    from oracle.node.outbox import CONFIRMED
+    from oracle.node.settings import load_settings
 
     keys = [keccak(text=f"slacomp bench oracle {i}") for i in range(3)]
     submitter = Account.from_key(keccak(text="slacomp bench submitter"))
@@ -166,7 +166,7 @@ def bench_settlement(n: int, work: Path, block_time: int = 0) -> dict[str, float
         addresses = create_agreements(w3, n, [Account.from_key(k).address for k in keys], terms_path)
         setup_s = time.perf_counter() - t0
         w3.provider.make_request("anvil_setBalance", [submitter.address, hex(10**24)])
-        lines = [f'rpc_url = "{chain.url}"', f'db_url = "sqlite:///{work / "oracle.db"}"',
+        lines = [f'rpc_url = "{chain.url}"', f'db_url = "sqlite:///{work / "oracle.store.db"}"',
                  f'data_dir = "{work / "data"}"', 'grace = "1h"', "confirmations = 1", 'listen = ""']
         for address in addresses:
             lines += ["", "[[agreements]]", f'address = "{address}"', f'terms = "{terms_path}"',
@@ -213,10 +213,10 @@ def bench_ingest(n_events: int, work: Path) -> dict[str, float]:
     from sqlalchemy import func, select
 
     from bench.simulate import sites_for
-    from oracle import db
-    from oracle.ingest import ingest_file
-    from oracle.simulate import SimParams, simulate
-    from oracle.terms import load_terms
+    from oracle.core.terms import load_terms
+    from oracle.sim.simulate import SimParams, simulate
+    from oracle.store import db
+    from oracle.store.ingest import ingest_file
 
     sim = work / "sim"
     simulate(SimParams(sites=sites_for(n_events), devices_per_site=4, months=1, seed=1, bad_sites=2), sim)

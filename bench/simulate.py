@@ -25,14 +25,14 @@ TARGET_S = 60.0
 
 def sites_for(n_events: int) -> int:
     """Sites needed for about n_events, from the events per site of a small estate."""
-    from oracle.simulate import SimParams, simulate_estate
+    from oracle.sim.simulate import SimParams, simulate_estate
 
     sim = simulate_estate(SimParams(sites=40, devices_per_site=DEVICES_PER_SITE, months=1, seed=1))
     return max(1, round(n_events / (len(sim.events_ts) / 40)))
 
 
 def run_once(sites: int) -> dict[str, float]:
-    from oracle.simulate import SimParams, simulate
+    from oracle.sim.simulate import SimParams, simulate
 
     out = Path(tempfile.mkdtemp(prefix="slacomp-sim-bench-"))
     try:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from brownie import Agreement, AgreementFactory
 
-from oracle.schedule import ZERO_ADDRESS, config_from_terms
-from oracle.terms import load_terms
+from oracle.chain.config import ZERO_ADDRESS, config_from_terms
+from oracle.core.terms import load_terms
 from scripts.deploy_factory import deployer
 
 

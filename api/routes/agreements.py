@@ -10,8 +10,18 @@ from fastapi.responses import Response
 from ..auth import Principal
 from ..context import ApiContext
 from ..deps import get_ctx, principal, vendor_writer
-from ..models import ADDRESS, AgreementDetail, AgreementSummary, Created, CreateAgreement, Error, Payout, ReportOut, \
-    TermsBody, TermsResult
+from ..models import (
+    ADDRESS,
+    AgreementDetail,
+    AgreementSummary,
+    CreateAgreement,
+    Created,
+    Error,
+    Payout,
+    ReportOut,
+    TermsBody,
+    TermsResult,
+)
 
 router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
 AddressPath = Annotated[str, Path(pattern=ADDRESS, description="the agreement's address")]

@@ -1,5 +1,5 @@
 """Month-to-date status (KPI engine, as-of mode), the cumulative error budget burn with its
-forecast band, and the period's forecast (Monte Carlo, oracle.forecast)."""
+forecast band, and the period's forecast (Monte Carlo, oracle.engine.forecast)."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
-from oracle.kpi import PeriodError
+from oracle.engine.kpi import PeriodError
 
 from ..auth import Principal
 from ..context import ApiContext

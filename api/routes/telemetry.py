@@ -11,7 +11,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from oracle.ingest import COLUMNS
+from oracle.store.ingest import COLUMNS
 
 from ..auth import Principal
 from ..context import ApiContext

@@ -5,7 +5,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from oracle.terms import parse_terms
+from oracle.core.terms import parse_terms
 
 from ..auth import Principal
 from ..context import terms_summary

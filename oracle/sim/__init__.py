@@ -1,2 +1,2 @@
 """Telemetry simulator internals: device profiles (`profiles`), local clocks (`clock`), the
-vectorised estate and event model (`model`) and the writers (`output`). Use oracle.simulate."""
+vectorised estate and event model (`model`) and the writers (`output`). Use oracle.sim.simulate."""

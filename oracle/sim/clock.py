@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 from numpy.typing import NDArray
 
-from oracle.periods import zone
+from oracle.core.calendar import zone
 
 I64 = NDArray[np.int64]
 HOUR, DAY = 3600, 86_400

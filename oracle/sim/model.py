@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from oracle.periods import add_months, month_bounds, parse_label
+from oracle.core.calendar import add_months, month_bounds, parse_label
 from oracle.sim.clock import DAY, HOUR, LocalClock
 from oracle.sim.profiles import PROFILES, Profile
 

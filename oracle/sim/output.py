@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from oracle.periods import iso_utc
+from oracle.core.calendar import iso_utc
 from oracle.sim.clock import HOUR
 from oracle.sim.model import (
     BAD_SITE_RATE_FACTOR,

@@ -17,18 +17,27 @@ from web3 import Web3
 from api.app import create_app
 from api.auth import hash_key
 from api.settings import ApiSettings
-from oracle import devchain
-from oracle.bundle import write_bundle
-from oracle.chain import PROJECT_ROOT, contract, create_agreement, deploy, deploy_factory, deposit, submit_report, \
-    transact
-from oracle.db import connect
-from oracle.evidence import load_evidence
-from oracle.ingest import export_evidence, ingest_file
-from oracle.kpi import compute_period
-from oracle.report import report_from_result
-from oracle.schedule import config_from_terms
-from oracle.signing import sign_for
-from oracle.terms import load_terms, period_bounds, terms_hash
+from oracle.chain import devchain
+from oracle.chain.abi import (
+    PROJECT_ROOT,
+    contract,
+    create_agreement,
+    deploy,
+    deploy_factory,
+    deposit,
+    submit_report,
+    transact,
+)
+from oracle.chain.config import config_from_terms
+from oracle.chain.report import report_from_result
+from oracle.chain.signing import sign_for
+from oracle.core.period import period_bounds
+from oracle.core.terms import load_terms, terms_hash
+from oracle.engine.kpi import compute_period
+from oracle.evidence.bundle import write_bundle
+from oracle.evidence.load import load_evidence
+from oracle.store.db import connect
+from oracle.store.ingest import export_evidence, ingest_file
 
 EXAMPLE = PROJECT_ROOT / "examples" / "acme-ev"
 TERMS = EXAMPLE / "terms.yaml"
@@ -95,7 +104,7 @@ def world(anvil, tmp_path_factory) -> World:
 
     root = tmp_path_factory.mktemp("api")
     data_dir = root / "data"
-    db_url = f"sqlite:///{root / 'oracle.db'}"
+    db_url = f"sqlite:///{root / 'oracle.store.db'}"
     engine = connect(db_url)
     key = agreement.lower()
     for name in ("devices.csv", "events.csv", "exclusions.csv"):

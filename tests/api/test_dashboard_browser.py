@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from oracle.chain import PROJECT_ROOT
+from oracle.chain.abi import PROJECT_ROOT
 
 from .conftest import AS_OF, get_json
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from oracle.csvraw import parse_ts_text
-from oracle.evidence import load_evidence
-from oracle.forecast import ForecastParams, burn_chart, forecast_period
-from oracle.terms import load_terms
+from oracle.core.terms import load_terms
+from oracle.engine.forecast import ForecastParams, burn_chart, forecast_period
+from oracle.evidence.csv import parse_ts_text
+from oracle.evidence.load import load_evidence
 
 from .conftest import AS_OF, EXAMPLE, TERMS, get_json
 

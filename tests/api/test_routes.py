@@ -8,12 +8,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from oracle.bundle import bundle_path, load_bundle
-from oracle.chain import contract, deposit
-from oracle.csvraw import parse_ts_text
-from oracle.evidence import load_evidence
-from oracle.kpi import compute_period
-from oracle.terms import load_terms
+from oracle.chain.abi import contract, deposit
+from oracle.core.terms import load_terms
+from oracle.engine.kpi import compute_period
+from oracle.evidence.bundle import bundle_path, load_bundle
+from oracle.evidence.csv import parse_ts_text
+from oracle.evidence.load import load_evidence
 
 from .conftest import AS_OF, EXAMPLE, TERMS, get_json
 

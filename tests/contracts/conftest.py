@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import brownie
 import pytest
-from brownie import AgreementFactory, Agreement, TestToken, accounts, chain, web3
+from brownie import Agreement, AgreementFactory, TestToken, accounts, chain, web3
 from eth_account import Account
 from eth_utils import keccak
 
-from oracle.report import make_report
-from oracle.schedule import Config, ObjectiveSchedule
-from oracle.signing import sign_for
+from oracle.chain.config import Config, ObjectiveSchedule
+from oracle.chain.report import make_report
+from oracle.chain.signing import sign_for
 
 DAY = 86_400
 TERMS_HASH = keccak(text="terms of the test agreement")

@@ -3,13 +3,25 @@ from __future__ import annotations
 
 import pytest
 from brownie import Agreement, chain, web3
-from tests.contracts.conftest import (EVIDENCE, ORACLE_KEYS, ORACLES, TERMS_HASH, ZERO, all_met, create, end_period,
-                      make_config, reverts, signed, submit)
 from eth_utils import keccak
 
-from oracle.report import REPORT_TYPEHASH, make_report
-from oracle.schedule import Config, ObjectiveSchedule
-from oracle.signing import pack_signatures, sign_digest, sign_report
+from oracle.chain.config import Config, ObjectiveSchedule
+from oracle.chain.report import REPORT_TYPEHASH, make_report
+from oracle.chain.signing import pack_signatures, sign_digest, sign_report
+from tests.contracts.conftest import (
+    EVIDENCE,
+    ORACLE_KEYS,
+    ORACLES,
+    TERMS_HASH,
+    ZERO,
+    all_met,
+    create,
+    end_period,
+    make_config,
+    reverts,
+    signed,
+    submit,
+)
 
 FUND = 20_000
 

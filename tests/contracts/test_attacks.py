@@ -4,13 +4,25 @@ from __future__ import annotations
 import brownie
 import pytest
 from brownie import HostileCustomer, TestToken, chain, web3
-from tests.contracts.conftest import (EVIDENCE, ORACLE_KEYS, ORACLES, TERMS_HASH, ZERO, all_met, create, end_period, make_config,
-                      reverts, signed, submit)
 from eth_account import Account
 from eth_utils import keccak
 
-from oracle.report import make_report
-from oracle.signing import pack_signatures, sign_report, unpack_signatures
+from oracle.chain.report import make_report
+from oracle.chain.signing import pack_signatures, sign_report, unpack_signatures
+from tests.contracts.conftest import (
+    EVIDENCE,
+    ORACLE_KEYS,
+    ORACLES,
+    TERMS_HASH,
+    ZERO,
+    all_met,
+    create,
+    end_period,
+    make_config,
+    reverts,
+    signed,
+    submit,
+)
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 MISS = lambda cfg: [[0] * len(cfg.site_fees), [10_000] * len(cfg.site_fees), [10_000]]  # noqa: E731

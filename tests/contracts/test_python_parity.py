@@ -6,12 +6,12 @@ import random
 
 import pytest
 from brownie import Agreement
-from tests.contracts.conftest import ORACLES, ZERO, create, make_config
 from eth_utils import keccak
 
-from oracle.credit import BPS
-from oracle.report import REPORT_TYPE, make_report
-from oracle.schedule import Config, ObjectiveSchedule, pack_attainments
+from oracle.chain.config import Config, ObjectiveSchedule, pack_attainments
+from oracle.chain.report import REPORT_TYPE, make_report
+from oracle.core.credit import BPS
+from tests.contracts.conftest import ORACLES, ZERO, create, make_config
 
 CASES = 2_000
 

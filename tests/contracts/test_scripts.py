@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from brownie import AgreementFactory
 
-from oracle.terms import load_terms, terms_hash
+from oracle.core.terms import load_terms, terms_hash
 from scripts.create_agreement import main as create_agreement
 from scripts.deploy_factory import main as deploy_factory
 from tests.contracts.conftest import ORACLES

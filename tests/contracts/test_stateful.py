@@ -6,12 +6,12 @@ Uses hypothesis's own RuleBasedStateMachine with chain.snapshot()/chain.revert()
 from __future__ import annotations
 
 from brownie import HostileCustomer, accounts, chain, web3
-from tests.contracts.conftest import EVIDENCE, ORACLE_KEYS, ORACLES, ZERO, create, end_period, make_config, signed
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from oracle.credit import BPS
+from oracle.core.credit import BPS
+from tests.contracts.conftest import EVIDENCE, ORACLE_KEYS, ORACLES, ZERO, create, end_period, make_config, signed
 
 EXAMPLES = 60
 STEPS = 30

@@ -8,8 +8,8 @@ import re
 import shutil
 import subprocess
 
-from oracle.chain import PROJECT_ROOT
-from oracle.devchain import _free_port
+from oracle.chain.abi import PROJECT_ROOT
+from oracle.chain.devchain import _free_port
 
 README = PROJECT_ROOT / "README.md"
 WORK = PROJECT_ROOT / "var" / "walkthrough"

@@ -11,14 +11,23 @@ from pathlib import Path
 from eth_account import Account
 from web3 import Web3
 
-from oracle.chain import PROJECT_ROOT, agreement_events, create_agreement, deploy, deploy_factory, deposit, submit_report, transact
-from oracle.demo import DEMO_ORACLE_KEYS
-from oracle.evidence import load_evidence
-from oracle.kpi import compute_period
-from oracle.report import report_from_result
-from oracle.schedule import config_from_terms
-from oracle.signing import sign_for
-from oracle.terms import load_terms
+from oracle.chain.abi import (
+    PROJECT_ROOT,
+    agreement_events,
+    create_agreement,
+    deploy,
+    deploy_factory,
+    deposit,
+    submit_report,
+    transact,
+)
+from oracle.chain.config import config_from_terms
+from oracle.chain.report import report_from_result
+from oracle.chain.signing import sign_for
+from oracle.core.terms import load_terms
+from oracle.engine.kpi import compute_period
+from oracle.evidence.load import load_evidence
+from slacomp.demo import DEMO_ORACLE_KEYS
 
 EXAMPLE = PROJECT_ROOT / "examples" / "acme-ev"
 ORACLES = [Account.from_key(k).address for k in DEMO_ORACLE_KEYS]

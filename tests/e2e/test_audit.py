@@ -13,16 +13,17 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from oracle import devchain
-from oracle.audit import audit_agreement, prove_device, verify_inclusion
-from oracle.bundle import find_bundle, open_bundle, write_bundle
-from oracle.chain import PROJECT_ROOT, create_agreement, deploy_factory, deposit, submit_report
-from oracle.demo import DEMO_ORACLE_KEYS
-from oracle.report import make_report, report_from_result
-from oracle.schedule import config_from_terms
-from oracle.signing import sign_for
-from oracle.simulate import SimParams, simulate
-from oracle.terms import load_terms, period_labels
+from oracle.chain import devchain
+from oracle.chain.abi import PROJECT_ROOT, create_agreement, deploy_factory, deposit, submit_report
+from oracle.chain.config import config_from_terms
+from oracle.chain.report import make_report, report_from_result
+from oracle.chain.signing import sign_for
+from oracle.core.period import period_labels
+from oracle.core.terms import load_terms
+from oracle.evidence.bundle import find_bundle, open_bundle, write_bundle
+from oracle.sim.simulate import SimParams, simulate
+from oracle.verify.audit import audit_agreement, prove_device, verify_inclusion
+from slacomp.demo import DEMO_ORACLE_KEYS
 from tests.e2e.helpers import rewrite_bundle
 
 ORACLES = [Account.from_key(k).address for k in DEMO_ORACLE_KEYS]
@@ -74,7 +75,7 @@ def clean(anvil, estate, tmp_path_factory):
 
 def _run_cli(anvil, address, store, tz="UTC"):
     env = dict(os.environ, TZ=tz)
-    return subprocess.run([sys.executable, "-m", "oracle.cli", "audit", address, "--evidence-store", str(store),
+    return subprocess.run([sys.executable, "-m", "slacomp.cli", "audit", address, "--evidence-store", str(store),
                            "--rpc", anvil.url, "--format", "json"], capture_output=True, env=env, cwd=PROJECT_ROOT)
 
 

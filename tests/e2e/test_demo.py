@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from oracle import devchain
-from oracle.bundle import find_bundle, load_bundle
-from oracle.chain import contract
-from oracle.cli import main as cli_main
-from oracle.demo import CUSTOMERS, run_demo
-from oracle.terms import load_terms
+from oracle.chain import devchain
+from oracle.chain.abi import contract
+from oracle.core.terms import load_terms
+from oracle.evidence.bundle import find_bundle, load_bundle
+from slacomp.cli import main as cli_main
+from slacomp.demo import CUSTOMERS, run_demo
 from tests.e2e.helpers import settle_example
 
 

@@ -12,16 +12,15 @@ import solcx
 from eth_account import Account
 from eth_utils import keccak
 
-from oracle import devchain
-from oracle.chain import PROJECT_ROOT, contract, create_agreement, deploy_factory, deposit, \
-    submit_report
-from oracle.demo import DEMO_ORACLE_KEYS
+from oracle.chain import devchain
+from oracle.chain.abi import PROJECT_ROOT, contract, create_agreement, deploy_factory, deposit, submit_report
+from oracle.chain.config import config_from_terms
+from oracle.chain.report import make_report
+from oracle.chain.signing import sign_for
+from oracle.core.terms import load_terms, parse_terms
+from oracle.verify.customer import verify_agreement
+from slacomp.demo import DEMO_ORACLE_KEYS
 from tests.e2e.helpers import EXAMPLE, settle_example
-from oracle.report import make_report
-from oracle.schedule import config_from_terms
-from oracle.signing import sign_for
-from oracle.terms import load_terms, parse_terms
-from oracle.verify import verify_agreement
 
 TERMS = load_terms(EXAMPLE / "terms.yaml")
 ORACLES = [Account.from_key(k).address for k in DEMO_ORACLE_KEYS]
@@ -63,7 +62,7 @@ def test_clean_multi_month_history_verifies(anvil):
 
 def test_cli_verify_exits_zero_and_prints_json(anvil):
     result = settle_example(anvil.w3())
-    out = subprocess.run([sys.executable, "-m", "oracle.cli", "verify", result.agreement, "--terms",
+    out = subprocess.run([sys.executable, "-m", "slacomp.cli", "verify", result.agreement, "--terms",
                           str(EXAMPLE / "terms.yaml"), "--rpc", anvil.url, "--format", "json"],
                          capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert out.returncode == 0, out.stderr
@@ -122,6 +121,6 @@ def test_modified_contract_and_skipped_period_are_caught(anvil, monkeypatch):
     assert not v.ok
     assert v.first_problem().startswith("code: implementation matches the repository's Agreement")
     # verify stops at the code check; with it bypassed, the history check names the skipped period
-    monkeypatch.setattr("oracle.verify._check_code", lambda *a: ([], None))
+    monkeypatch.setattr("oracle.verify.customer._check_code", lambda *a: ([], None))
     v = verify_agreement(w3, agreement.address, TERMS)
     assert any("skipped" in p for p in v.periods[0].problems)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from oracle.evidence import Evidence, load_evidence
-from oracle.terms import Terms, load_terms
+from oracle.core.terms import Terms, load_terms
+from oracle.evidence.load import Evidence, load_evidence
 
 HOUR = 3600
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from oracle.alerts import (
+from oracle.engine.alerts import (
     DEFAULT_RULES,
     Alert,
     AlertConfig,
@@ -16,8 +16,8 @@ from oracle.alerts import (
     forecast_alerts,
     parse_alert_config,
 )
-from oracle.csvraw import parse_ts_text
-from oracle.forecast import ForecastParams, forecast_period
+from oracle.engine.forecast import ForecastParams, forecast_period
+from oracle.evidence.csv import parse_ts_text
 
 from .conftest import Receiver, write_case
 

@@ -5,8 +5,8 @@ Counted time of the month: 21 weekdays x 8 h = 168 h = 604,800 s; budget 5% = 30
 (8 h 24 m). Up to Saturday 16 January: 11 weekdays = 88 h = 316,800 s counted."""
 from __future__ import annotations
 
-from oracle.budget import budget_status, subject_budget
-from oracle.csvraw import parse_ts_text
+from oracle.engine.budget import budget_status, subject_budget
+from oracle.evidence.csv import parse_ts_text
 
 from .conftest import write_case
 

@@ -7,14 +7,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from oracle.backtest import backtest, evidence_from_simulation, score
-from oracle.credit import subject_credit
-from oracle.csvraw import parse_ts_text
-from oracle.forecast import ForecastParams, LocalTime, _credits, forecast_period
-from oracle.kpi import compute_period
+from oracle.core.credit import subject_credit
+from oracle.core.terms import parse_terms
+from oracle.engine.backtest import backtest, evidence_from_simulation, score
+from oracle.engine.forecast import ForecastParams, LocalTime, _credits, forecast_period
+from oracle.engine.kpi import compute_period
+from oracle.evidence.csv import parse_ts_text
 from oracle.sim.output import terms_yaml
-from oracle.simulate import SimParams, simulate_estate
-from oracle.terms import parse_terms
+from oracle.sim.simulate import SimParams, simulate_estate
 
 from .conftest import write_case
 
@@ -130,7 +130,7 @@ def test_calibration_backtest_beats_the_baseline(seed):
 
 
 def test_burn_chart_observed_then_forecast_band(tmp_path):
-    from oracle.forecast import burn_chart
+    from oracle.engine.forecast import burn_chart
 
     terms, ev = write_case(tmp_path, [("2027-01-01T00:00:00Z", "D1", "available"),
                                       ("2027-01-04T10:00:00Z", "D1", "faulted"),

@@ -8,8 +8,8 @@ import bisect
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from oracle.evidence import NO_END, Evidence
-from oracle.terms import Terms
+from oracle.core.terms import Terms
+from oracle.evidence.load import NO_END, Evidence
 
 UP_STATES = {0, 1}  # available, in_use
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.oracle.conftest import UPTIME, site, terms_text, write_evidence
 
-from oracle.cli import main
-from oracle.evidence import EvidenceError, InvalidEvidence, load_evidence
-from oracle.terms import TermsError, parse_terms
+from oracle.core.terms import TermsError, parse_terms
+from oracle.evidence.load import EvidenceError, InvalidEvidence, load_evidence
+from slacomp.cli import main
+from tests.oracle.conftest import UPTIME, site, terms_text, write_evidence
 
 TERMS = terms_text([site("north"), site("south")], (UPTIME,))
 DEV = [("d1", "north", 1, "2026-01-01T00:00:00Z", ""), ("d2", "south", 2, "2026-01-01T00:00:00Z", "")]

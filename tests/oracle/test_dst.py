@@ -6,12 +6,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
+from oracle.core.period import period_bounds
+from oracle.core.terms import parse_terms
+from oracle.engine.kpi import compute_period, measure_window
+from oracle.evidence.load import load_evidence
 from tests.oracle.bruteforce import brute_force
 from tests.oracle.conftest import AVAIL, UPTIME, site, terms_text, write_evidence
-
-from oracle.evidence import load_evidence
-from oracle.kpi import compute_period, measure_window
-from oracle.terms import parse_terms, period_bounds
 
 
 def utc(text: str) -> int:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 
-import oracle.evidence as evidence_module
-from oracle.csvraw import MemFile, fast_instants, parse_ts_text, read_columns, read_fast, read_raw
-from oracle.evidence import STATES, EvidenceError, load_evidence
-from oracle.kpi import compute_period
-from oracle.terms import parse_terms
+import oracle.evidence.load as evidence_module
+from oracle.core.terms import parse_terms
+from oracle.engine.kpi import compute_period
+from oracle.evidence.csv import MemFile, fast_instants, parse_ts_text, read_columns, read_fast, read_raw
+from oracle.evidence.load import STATES, EvidenceError, load_evidence
+from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 
 DEVICES = ["d1", "d2", "d3"]
 VOCAB = {"device_id": DEVICES, "state": STATES}

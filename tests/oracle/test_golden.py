@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 
-from oracle.evidence import load_evidence
-from oracle.kpi import compute_period
-from oracle.terms import parse_terms
+from oracle.core.terms import parse_terms
+from oracle.engine.kpi import compute_period
+from oracle.evidence.load import load_evidence
+from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 
 EPOCH_DEPLOY = "2026-01-01T00:00:00Z"
 

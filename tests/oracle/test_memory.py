@@ -1,4 +1,4 @@
-"""Allocator tuning (oracle.memory): applied once per process, off with SLACOMP_MALLOC_TUNING=0,
+"""Allocator tuning (oracle.engine.memory): applied once per process, off with SLACOMP_MALLOC_TUNING=0,
 and the peak-memory reading the benchmarks print is the process's own."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 PROBE = """
 import numpy as np
-from oracle.memory import peak_rss_mib, tune_allocator
+from oracle.engine.memory import peak_rss_mib, tune_allocator
 first, second = tune_allocator(), tune_allocator()
 before = peak_rss_mib()
 a = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, touched

@@ -8,15 +8,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.oracle.bruteforce import brute_force
-from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from oracle.evidence import STATES, load_evidence
-from oracle.kpi import compute_period, measure_window
-from oracle.periods import iso_utc
-from oracle.terms import Terms, parse_terms, period_bounds
+from oracle.core.calendar import iso_utc
+from oracle.core.period import period_bounds
+from oracle.core.terms import Terms, parse_terms
+from oracle.engine.kpi import compute_period, measure_window
+from oracle.evidence.load import STATES, load_evidence
+from tests.oracle.bruteforce import brute_force
+from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 
 LABEL = "2026-10"
 HOURS = [None, '{mon-fri: "08:00-18:00"}', '{daily: ["00:30-01:30", "06:00-23:00"]}', '{sat-sun: "09:00-12:00"}']

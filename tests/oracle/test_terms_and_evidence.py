@@ -8,14 +8,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from tests.oracle.conftest import UPTIME, site, terms_text, write_evidence
 
-from oracle.cli import main
-from oracle.commitment import evidence_leaves
-from oracle.csvraw import parse_ts_text, read_raw
-from oracle.evidence import EvidenceError, load_evidence
-from oracle.merkle import leaf_hash, merkle_proof, merkle_root, verify_proof
-from oracle.terms import canonical_bytes, parse_terms, period_bounds, period_labels, terms_hash
+from oracle.core.merkle import leaf_hash, merkle_proof, merkle_root, verify_proof
+from oracle.core.period import period_bounds, period_labels
+from oracle.core.terms import canonical_bytes, parse_terms, terms_hash
+from oracle.evidence.commitment import evidence_leaves
+from oracle.evidence.csv import parse_ts_text, read_raw
+from oracle.evidence.load import EvidenceError, load_evidence
+from slacomp.cli import main
+from tests.oracle.conftest import UPTIME, site, terms_text, write_evidence
 
 SPEC_EXAMPLE = """\
 schema: slacomp/v1

@@ -17,13 +17,14 @@ from eth_utils import keccak
 from sqlalchemy import create_engine
 from web3 import Web3
 
-from oracle import db, devchain
-from oracle.chain import create_agreement, deploy, deploy_factory, deposit, transact
+from oracle.chain import devchain
+from oracle.chain.abi import create_agreement, deploy, deploy_factory, deposit, transact
+from oracle.chain.config import config_from_terms
+from oracle.chain.keystore import create_keystore, load_keystore
+from oracle.core.terms import load_terms
+from oracle.node.settings import Settings, load_settings
+from oracle.store import db
 from tests.e2e.helpers import EXAMPLE
-from oracle.keystore import create_keystore, load_keystore
-from oracle.schedule import config_from_terms
-from oracle.settings import Settings, load_settings
-from oracle.terms import load_terms
 
 PASSWORD = "correct horse battery staple"
 ORACLE_KEYS = [keccak(text=f"slacomp test oracle {i}") for i in range(3)]
@@ -107,7 +108,7 @@ def write_config(tmp: Path, dep: Deployed, keystores: dict[str, Path], *, keys: 
     if inbox is None:
         inbox = folder / "inbox"
         shutil.copytree(EXAMPLE / "evidence", inbox)
-    values = {"rpc_url": dep.url, "db_url": f"sqlite:///{folder / 'oracle.db'}", "data_dir": str(folder / "data"),
+    values = {"rpc_url": dep.url, "db_url": f"sqlite:///{folder / 'oracle.store.db'}", "data_dir": str(folder / "data"),
               "keystores": [str(keystores[k]) for k in keys], "submitter_keystore": str(keystores[submitter]),
               "password_file": str(keystores["password"]), "grace": "1h", "confirmations": 1,
               "poll_interval": 0.2, "listen": listen, "clock": "chain"} | extra
@@ -137,7 +138,7 @@ def settings_from(path: Path, **overrides: Any) -> Settings:
 
 def run_node(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """`slacomp oracle ...` in a subprocess (the CLI as users run it)."""
-    return subprocess.run([sys.executable, "-m", "oracle.cli", "oracle", *args, "--config", str(config)],
+    return subprocess.run([sys.executable, "-m", "slacomp.cli", "oracle", *args, "--config", str(config)],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
@@ -148,7 +149,7 @@ PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
 def engine(request, tmp_path):
     """The same code on a SQLite file and on PostgreSQL (skipped where no server can be had)."""
     if request.param == "sqlite":
-        engine = db.connect(f"sqlite:///{tmp_path / 'oracle.db'}")
+        engine = db.connect(f"sqlite:///{tmp_path / 'oracle.store.db'}")
     else:
         fresh = create_engine(request.getfixturevalue("postgres_url"))
         db.metadata.drop_all(fresh)

@@ -8,8 +8,8 @@ import os
 import signal
 import sys
 
-from oracle.service import Service
-from oracle.settings import load_settings
+from oracle.node.loop import Service
+from oracle.node.settings import load_settings
 
 
 def main() -> int:

@@ -4,16 +4,17 @@ from __future__ import annotations
 import pytest
 from eth_account import Account
 
-from oracle import db
-from oracle.bundle import BundleError, find_bundle, load_bundle, write_bundle
+from oracle.chain.keystore import KeyRing, KeystoreError, create_keystore, load_keystore, read_password
+from oracle.chain.report import make_report
+from oracle.chain.signing import sign_report
+from oracle.core.period import period_bounds
+from oracle.core.terms import load_terms
+from oracle.engine.kpi import compute_period
+from oracle.evidence.bundle import BundleError, find_bundle, load_bundle, write_bundle
+from oracle.evidence.load import load_evidence
+from oracle.store import db
+from oracle.store.ingest import export_evidence, ingest_folder
 from tests.e2e.helpers import EXAMPLE, rewrite_bundle
-from oracle.evidence import load_evidence
-from oracle.ingest import export_evidence, ingest_folder
-from oracle.keystore import KeyRing, KeystoreError, create_keystore, load_keystore, read_password
-from oracle.kpi import compute_period
-from oracle.report import make_report
-from oracle.signing import sign_report
-from oracle.terms import load_terms, period_bounds
 
 TERMS_PATH = EXAMPLE / "terms.yaml"
 TERMS = load_terms(TERMS_PATH)
@@ -110,7 +111,7 @@ def test_direct_signer_gives_eth_account_bytes_and_recovery_refuses_bad_signatur
     import os
     import random
 
-    from oracle.signing import SECP256K1_N, Signer, recover_signer, sign_digest
+    from oracle.chain.signing import SECP256K1_N, Signer, recover_signer, sign_digest
 
     rng = random.Random(7)
     for i in range(60):
@@ -148,7 +149,7 @@ def test_report_digest_words_are_the_abi_encoding():
     from eth_abi import encode
     from eth_utils import keccak
 
-    from oracle.report import DOMAIN_NAME, DOMAIN_TYPEHASH, DOMAIN_VERSION, REPORT_TYPEHASH, domain_separator
+    from oracle.chain.report import DOMAIN_NAME, DOMAIN_TYPEHASH, DOMAIN_VERSION, REPORT_TYPEHASH, domain_separator
 
     rng = random.Random(5)
     for _ in range(50):

@@ -8,13 +8,14 @@ import random
 import pytest
 from sqlalchemy import func, select
 
-from oracle import db, ingest
+from oracle.core.calendar import iso_utc
+from oracle.core.period import period_bounds
+from oracle.core.terms import load_terms
+from oracle.evidence.load import STATES
+from oracle.node.settings import SettingsError, load_settings
+from oracle.store import db, ingest
+from oracle.store.ingest import export_evidence, ingest_file, ingest_folder, ingest_rows, quarantined
 from tests.e2e.helpers import EXAMPLE
-from oracle.evidence import STATES
-from oracle.ingest import export_evidence, ingest_file, ingest_folder, ingest_rows, quarantined
-from oracle.periods import iso_utc
-from oracle.settings import SettingsError, load_settings
-from oracle.terms import load_terms, period_bounds
 
 TERMS = load_terms(EXAMPLE / "terms.yaml")
 A = "acme"
@@ -179,8 +180,8 @@ def test_export_writes_what_a_plain_csv_writer_writes(engine, tmp_path):
     import csv as csvmod
     import io
 
-    from oracle.csvraw import parse_ts_text
-    from oracle.periods import iso_utc_array
+    from oracle.core.calendar import iso_utc_array
+    from oracle.evidence.csv import parse_ts_text
 
     header, *lines = (EXAMPLE / "evidence" / "events.csv").read_text().splitlines()
     rows = [ln.split(",") for ln in lines]
@@ -213,7 +214,7 @@ def test_export_writes_what_a_plain_csv_writer_writes(engine, tmp_path):
 def test_window_columns_sort_what_the_aggregate_gives_out_of_order():
     """The database's string aggregate promises no order: each device's "ts,state" pairs are
     put in time order, devices kept in the order given, devices without events left out."""
-    from oracle.ingest import _window_columns
+    from oracle.store.ingest import _window_columns
 
     def text(*pairs):  # the query's form: ts * 8 + state code
         return ",".join(str(t * 8 + s) for t, s in pairs)
@@ -242,7 +243,7 @@ def test_worker_commits_skip_the_disk_wait_and_the_node_s_do_not(tmp_path):
 def test_pass_chunks_cover_every_agreement_once_and_shrink_at_the_end():
     """The loop serves agreements in chunks of CHUNK; the last 2 * CHUNK in halving chunks (the
     last one's chain work runs once the workers are done)."""
-    from oracle.service import CHUNK, TAIL_CHUNK, _chunks
+    from oracle.node.loop import CHUNK, TAIL_CHUNK, _chunks
 
     for n in (0, 1, TAIL_CHUNK, 2 * TAIL_CHUNK + 1, CHUNK, 2 * CHUNK, 2 * CHUNK + 1, 1000):
         bounds = _chunks(n)

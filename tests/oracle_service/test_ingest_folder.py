@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from oracle import db, ingest
-from oracle.ingest import IngestError, ingest_file, ingest_folder, ingest_rows
-from oracle.terms import load_terms
+from oracle.core.terms import load_terms
+from oracle.store import db, ingest
+from oracle.store.ingest import IngestError, ingest_file, ingest_folder, ingest_rows
 from tests.e2e.helpers import EXAMPLE
 
 TERMS = load_terms(EXAMPLE / "terms.yaml")

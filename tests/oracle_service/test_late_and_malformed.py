@@ -14,13 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
-from oracle import db
-from oracle.bundle import bundle_path, find_bundle, load_bundle
-from oracle.evidence import load_evidence
-from oracle.ingest import quarantined
-from oracle.kpi import compute_period
-from oracle.service import Service
-from oracle.terms import load_terms, period_bounds
+from oracle.core.period import period_bounds
+from oracle.core.terms import load_terms
+from oracle.engine.kpi import compute_period
+from oracle.evidence.bundle import bundle_path, find_bundle, load_bundle
+from oracle.evidence.load import load_evidence
+from oracle.node.loop import Service
+from oracle.store import db
+from oracle.store.ingest import quarantined
 from tests.e2e.helpers import EXAMPLE
 from tests.oracle_service.conftest import settings_from, write_config
 
@@ -94,8 +95,8 @@ def test_rows_racing_the_close_are_never_accepted_and_left_out(deployed, keystor
     """Rows that arrive between a bundle's export and the commit of the report naming it: the close
     is given up (EvidenceChanged) and done again with them. Rows whose ingest started before the
     report was stored but writes after: quarantined as late, whatever the caller thought frozen."""
-    from oracle.ingest import ingest_rows
-    from oracle.service import EvidenceChanged, prepare_close
+    from oracle.node.loop import EvidenceChanged, prepare_close
+    from oracle.store.ingest import ingest_rows
 
     cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")
     service = Service(settings_from(cfg), workers=0)

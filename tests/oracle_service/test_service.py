@@ -15,19 +15,18 @@ import pytest
 from eth_account import Account
 from sqlalchemy import select
 
-from oracle import db, devchain
-from oracle.bundle import bundle_path, find_bundle, load_bundle
+from oracle.chain import devchain
+from oracle.chain.report import report_from_result
+from oracle.chain.signing import sign_for
+from oracle.core.terms import load_terms
+from oracle.engine.kpi import compute_period
+from oracle.evidence.bundle import bundle_path, find_bundle, load_bundle
+from oracle.evidence.load import load_evidence
+from oracle.node.loop import Service
+from oracle.node.outbox import CLOSED, CONFIRMED, SENT, SETTLED_ELSEWHERE, SIGNED
+from oracle.store import db
 from tests.e2e.helpers import EXAMPLE
-from oracle.evidence import load_evidence
-from oracle.kpi import compute_period
-from oracle.outbox import CLOSED, CONFIRMED, SENT, SETTLED_ELSEWHERE, SIGNED
-from oracle.report import report_from_result
-from oracle.service import Service
-from oracle.signing import sign_for
-from oracle.terms import load_terms
-
-from tests.oracle_service.conftest import (ORACLE_KEYS, ROOT, deploy_agreement, settings_from, start_chain,
-                                           write_config)
+from tests.oracle_service.conftest import ORACLE_KEYS, ROOT, deploy_agreement, settings_from, start_chain, write_config
 
 HERE = Path(__file__).resolve().parent
 TERMS = load_terms(EXAMPLE / "terms.yaml")
@@ -288,7 +287,7 @@ def test_sigterm_stops_the_service_gracefully(deployed, keystores, tmp_path):
     port = devchain._free_port()
     cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0",
                        listen=f"127.0.0.1:{port}")
-    proc = subprocess.Popen([sys.executable, "-m", "oracle.cli", "oracle", "run", "--config", str(cfg)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "slacomp.cli", "oracle", "run", "--config", str(cfg)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -545,7 +544,7 @@ def test_chunks_are_pipelined_and_the_last_waits_for_every_carried_report(keysto
     """With one agreement a chunk, a chunk does not wait for its transaction to be mined: its
     report is carried to the next chunk's outbox step, and the last chunk waits for all. Each
     agreement is reported done once, and every report is confirmed when the pass ends."""
-    from oracle import service as service_mod
+    from oracle.node import loop as service_mod
 
     monkeypatch.setattr(service_mod, "CHUNK", 1)
     monkeypatch.setattr(service_mod, "TAIL_CHUNK", 1)
@@ -583,8 +582,8 @@ def test_chunks_are_pipelined_and_the_last_waits_for_every_carried_report(keysto
 def test_worker_bundles_are_synced_once_before_their_reports_are_stored(keystores, tmp_path, anvil, monkeypatch):
     """Bundles written by worker processes skip their fsyncs; the node makes them durable with
     one syncfs of the store before the reports that name them are stored, and each is whole."""
-    from oracle import bundle as bundle_mod
-    from oracle import service as service_mod
+    from oracle.evidence import bundle as bundle_mod
+    from oracle.node import loop as service_mod
 
     if not bundle_mod.CAN_DEFER_SYNC:
         pytest.skip("no syncfs here: workers fsync every bundle")
@@ -684,7 +683,7 @@ def test_worker_exceptions_come_back_whole_or_by_name():
     the pool when its result is read."""
     import pickle
 
-    from oracle.service import WorkerError, _portable
+    from oracle.node.loop import WorkerError, _portable
 
     class Odd(Exception):
         def __init__(self, field: str, reason: str) -> None:

@@ -9,10 +9,11 @@ from typing import Any
 import polars as pl
 import pytest
 
-from oracle.evidence import Evidence, load_evidence
-from oracle.kpi import PeriodResult, compute_period
-from oracle.simulate import SimParams, simulate
-from oracle.terms import Terms, load_terms, period_labels
+from oracle.core.period import period_labels
+from oracle.core.terms import Terms, load_terms
+from oracle.engine.kpi import PeriodResult, compute_period
+from oracle.evidence.load import Evidence, load_evidence
+from oracle.sim.simulate import SimParams, simulate
 
 
 @dataclass

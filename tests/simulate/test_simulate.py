@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from oracle.cli import main as cli_main
-from oracle.evidence import FAULTED, IN_USE, NO_END, OFFLINE
-from oracle.simulate import SimError, SimParams, simulate, simulate_estate
-from oracle.terms import period_bounds, period_labels
+from oracle.core.period import period_bounds, period_labels
+from oracle.evidence.load import FAULTED, IN_USE, NO_END, OFFLINE
+from oracle.sim.simulate import SimError, SimParams, simulate, simulate_estate
+from slacomp.cli import main as cli_main
 
 from .conftest import MAIN, Run, run_simulation
 

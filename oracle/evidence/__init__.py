@@ -1,0 +1,1 @@
+"""The evidence format: its schema, the one CSV reader and validator, loading, the commitment, frozen bundles."""

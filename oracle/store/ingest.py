@@ -1,0 +1,778 @@
+"""Ingest telemetry, inventory, exclusions and tickets into the oracle database, row by row, from
+files (CSV or JSONL in the evidence formats of docs/terms.md) or from an HTTP batch.
+
+Every accepted row keeps its source and line; every rejected row goes to the quarantine table
+with file, line, field and reason; identical rows are counted as duplicates. Re-ingesting the
+same content is a no-op. `export_evidence` turns a period's rows back into canonical CSV files."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Text, bindparam, cast, func, literal_column, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from oracle.core.calendar import iso_utc, iso_utc_array
+from oracle.core.period import period_bounds, period_labels
+from oracle.core.terms import Terms
+from oracle.evidence.csv import parse_ts_text, read_columns
+from oracle.evidence.load import DEVICES, EVENTS, EXCLUSIONS, STATES, TICKETS
+from oracle.store.db import (
+    comma_list,
+    devices,
+    events,
+    exclusions,
+    execute_many,
+    fetch_tuples,
+    insert_ignore_rows,
+    lock_agreements,
+    now,
+    quarantine,
+    reports,
+    sources,
+    tickets,
+)
+
+KINDS = ("devices", "events", "exclusions", "tickets")
+FILE_OF = {"devices": DEVICES, "events": EVENTS, "exclusions": EXCLUSIONS, "tickets": TICKETS}
+COLUMNS = {
+    "devices": ("device_id", "site_id", "weight", "deployed_at", "retired_at"),
+    "events": ("ts", "device_id", "state"),
+    "exclusions": ("start", "end", "scope", "reason"),
+    "tickets": ("ticket_id", "site_id", "severity", "opened_at", "responded_at", "resolved_at"),
+}
+REQUIRED = {
+    "devices": ("device_id", "site_id", "deployed_at"),
+    "events": ("ts", "device_id", "state"),
+    "exclusions": ("start", "end", "scope"),
+    "tickets": ("ticket_id", "site_id", "severity", "opened_at"),
+}
+SUFFIXES = (".csv", ".jsonl", ".ndjson")
+FAST_MIN_BYTES = 64 << 10  # events CSV files from this size try the columnar path first
+_FAST_CHUNK = 200_000
+
+
+class IngestError(ValueError):
+    """A whole input cannot be ingested (unknown kind, unreadable file); rows never raise this."""
+
+
+@dataclass
+class IngestResult:
+    source: str
+    kind: str
+    accepted: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    late: int = 0  # rows inside a period that was already closed (quarantined: its bundle is frozen)
+    skipped: bool = False  # this exact content was ingested before
+    released: int = 0  # quarantined rows of earlier inputs accepted thanks to this one
+    problems: list[tuple[int, str, str]] = field(default_factory=list)  # (line, field, reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "problems"} | {
+            "problems": [{"line": ln, "field": f, "reason": r} for ln, f, r in self.problems[:50]]}
+
+
+class _Reject(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field, self.reason = field, reason
+
+
+# ------------------------------------------------------------------ reading
+
+
+def kind_of(path: Path) -> str:
+    """`devices.csv`, `events-2026-10.jsonl`, ... -> the kind its name starts with."""
+    stem = path.name.lower()
+    for kind in KINDS:
+        if stem.startswith(kind):
+            return kind
+    raise IngestError(f"{path.name}: cannot tell the kind from the name (start it with {', '.join(KINDS)})")
+
+
+def _read_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any] | _Reject]]:
+    """(line, row) pairs; a row that cannot even be parsed comes as a _Reject."""
+    text = data.decode("utf-8-sig", errors="replace")
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield i, _Reject("(row)", f"not valid JSON: {exc.msg} at column {exc.colno}")
+                continue
+            yield i, obj if isinstance(obj, dict) else _Reject("(row)", "not a JSON object")
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    line = 1
+    for cells in reader:
+        start, line = line, reader.line_num + 1
+        if header is None:
+            header = [c.strip() for c in cells]
+            continue
+        if not any(c.strip() for c in cells):
+            continue
+        if len(cells) != len(header):
+            yield start, _Reject("(row)", f"has {len(cells)} fields, the header has {len(header)}")
+            continue
+        yield start, dict(zip(header, cells))
+
+
+# ------------------------------------------------------------------ validation
+
+
+def _text(row: dict[str, Any], name: str, required: bool = True) -> str:
+    v = row.get(name)
+    text = "" if v is None else str(v).strip()
+    if required and not text:
+        raise _Reject(name, "is missing or empty")
+    return text
+
+
+def _ts(row: dict[str, Any], name: str, required: bool = True) -> int | None:
+    text = _text(row, name, required)
+    if not text:
+        return None
+    v = parse_ts_text(text)
+    if v is None:
+        raise _Reject(name, f"{text!r} is not an ISO-8601 instant with offset (e.g. 2026-10-01T08:00:00Z)")
+    return v
+
+
+class _Validator:
+    """Checks one row of a kind against the terms and the devices known so far."""
+
+    def __init__(self, terms: Terms, known_devices: set[str]) -> None:
+        self.sites = {s.id for s in terms.sites}
+        self.severities = {sev for o in terms.objectives for sev, _ in o.targets}
+        self.devices = known_devices
+
+    def devices_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        did, sid = _text(row, "device_id"), _text(row, "site_id")
+        if sid not in self.sites:
+            raise _Reject("site_id", f"unknown site {sid!r}; the terms define {', '.join(sorted(self.sites))}")
+        w = _text(row, "weight", required=False) or "1"
+        if not (w.isascii() and w.isdigit()) or int(w) < 1:  # "²".isdigit(), but int("²") fails
+            raise _Reject("weight", f"{w!r} is not a positive integer")
+        dep, ret = _ts(row, "deployed_at"), _ts(row, "retired_at", required=False)
+        if ret is not None and dep is not None and ret <= dep:
+            raise _Reject("retired_at", "must be after deployed_at")
+        return {"device_id": did, "site_id": sid, "weight": int(w), "deployed_at": dep, "retired_at": ret}
+
+    def events_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        ts, did, state = _ts(row, "ts"), _text(row, "device_id"), _text(row, "state")
+        if state not in STATES:
+            raise _Reject("state", f"{state!r} is not one of {', '.join(STATES)}")
+        if did not in self.devices:
+            raise _Reject("device_id", f"unknown device {did!r} (not in the inventory yet)")
+        return {"ts": ts, "device_id": did, "state": state}
+
+    def exclusions_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        s, e = _ts(row, "start"), _ts(row, "end")
+        scope = _text(row, "scope")
+        kind, _, target = scope.partition(":")
+        if scope != "*" and not (kind == "site" and target in self.sites) \
+                and not (kind == "device" and target in self.devices):
+            what = {"site": f"unknown site {target!r}", "device": f"unknown device {target!r}"}
+            raise _Reject("scope", what.get(kind, f"{scope!r} is not '*', 'site:<id>' or 'device:<id>'"))
+        assert s is not None and e is not None
+        if e <= s:
+            raise _Reject("end", "must be after start")
+        return {"start_ts": s, "end_ts": e, "scope": scope, "reason": _text(row, "reason", required=False)}
+
+    def tickets_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        tid, sid, sev = _text(row, "ticket_id"), _text(row, "site_id"), _text(row, "severity")
+        if sid not in self.sites:
+            raise _Reject("site_id", f"unknown site {sid!r}")
+        if self.severities and sev not in self.severities:
+            raise _Reject("severity", f"{sev!r} has no target in the terms ({', '.join(sorted(self.severities))})")
+        opened = _ts(row, "opened_at")
+        out = {"ticket_id": tid, "site_id": sid, "severity": sev, "opened_at": opened}
+        for name in ("responded_at", "resolved_at"):
+            v = _ts(row, name, required=False)
+            if v is not None and opened is not None and v < opened:
+                raise _Reject(name, "is before opened_at")
+            out[name] = v
+        return out
+
+
+# ------------------------------------------------------------------ storing
+
+
+# fields a later row may fill in (retirement, ticket response/resolution)
+_FILLABLE = {"devices": ("retired_at",), "tickets": ("responded_at", "resolved_at")}
+_TABLE = {"devices": devices, "events": events, "exclusions": exclusions, "tickets": tickets}
+
+
+def _device_ids(conn: Connection, agreement: str) -> dict[str, int]:
+    """device_id -> devices.id (the key of the agreement's devices in the events table)."""
+    return {did: int(i) for did, i in fetch_tuples(conn, _Q_DEVICE_IDS, {"agreement": agreement})}
+
+
+_STATE_CODE = {s: i for i, s in enumerate(STATES)}
+
+
+def _events_of(agreement: Any, *where: Any) -> Any:
+    """SELECT ts, device_id, state, source_id, line of the agreement's events (through devices)."""
+    return select(events.c.ts, devices.c.device_id, events.c.state, events.c.source_id, events.c.line).join(
+        devices, devices.c.id == events.c.device).where(devices.c.agreement == agreement, *where)
+
+
+# The statements of an ingest, built once with bound parameters: building and hashing a fresh
+# construct for every statement costs several times what executing a cached one does.
+_Q_DEVICE_IDS = select(devices.c.device_id, devices.c.id).where(devices.c.agreement == bindparam("agreement"))
+_Q_EVENTS_IN = _events_of(bindparam("agreement"), events.c.ts >= bindparam("lo"), events.c.ts <= bindparam("hi"))
+_Q_EVENTS_HELD = _Q_EVENTS_IN.limit(1)
+_Q_HELD_ROWS = {kind: select(t).where(t.c.agreement == bindparam("agreement")) for kind, t in (
+    ("devices", devices), ("exclusions", exclusions), ("tickets", tickets))}
+_Q_SEEN = select(sources.c.id).where(sources.c.agreement == bindparam("agreement"),
+                                     sources.c.kind == bindparam("kind"), sources.c.sha256 == bindparam("sha256"))
+_Q_NEW_SOURCE = sources.insert().values(
+    agreement=bindparam("s_agreement"), kind=bindparam("s_kind"), name=bindparam("s_name"),
+    sha256=bindparam("s_sha256"), ingested_at=bindparam("s_at"), accepted=0, duplicates=0, quarantined=0)
+_Q_NEW_SOURCE_ID = _Q_NEW_SOURCE.returning(sources.c.id)
+_Q_SOURCE_COUNTS = update(sources).where(sources.c.id == bindparam("source")).values(
+    accepted=bindparam("n_accepted"), duplicates=bindparam("n_duplicates"), quarantined=bindparam("n_quarantined"))
+_Q_QUARANTINE = quarantine.insert().values({c: bindparam(c) for c in (
+    "agreement", "kind", "source_id", "file", "line", "field", "reason", "raw", "created_at")})
+_Q_OPEN_UNKNOWN_DEVICE = select(quarantine).where(
+    quarantine.c.agreement == bindparam("agreement"), quarantine.c.resolved_at.is_(None),
+    quarantine.c.reason.like("unknown device%"))
+_Q_RESOLVE = update(quarantine).where(quarantine.c.id == bindparam("qid")).values(resolved_at=bindparam("stamp"))
+class _Batch:
+    """Stores validated rows of one kind, deciding duplicate / update / conflict against what the
+    database (and this batch) already holds."""
+
+    def __init__(self, conn: Connection, agreement: str, kind: str, result: IngestResult,
+                 frozen_before: int | None) -> None:
+        self.conn, self.agreement, self.kind, self.result = conn, agreement, kind, result
+        self.frozen_before = frozen_before
+        self.new: list[dict[str, Any]] = []
+        self.existing: dict[Any, dict[str, Any]] = {}
+
+    def preload(self, recs: list[dict[str, Any]]) -> None:
+        if self.kind == "events":
+            if not recs:
+                return
+            lo, hi = min(r["ts"] for r in recs), max(r["ts"] for r in recs)
+            for ts, did, state, source_id, line in fetch_tuples(
+                    self.conn, _Q_EVENTS_IN, {"agreement": self.agreement, "lo": lo, "hi": hi}):
+                self.existing[(did, ts)] = {"ts": ts, "device_id": did, "state": STATES[state],
+                                            "source_id": source_id, "line": line}
+            return
+        names = _TABLE[self.kind].columns.keys()
+        for values in fetch_tuples(self.conn, _Q_HELD_ROWS[self.kind], {"agreement": self.agreement}):
+            row = dict(zip(names, values))
+            self.existing[self._key(row)] = row
+
+    def _key(self, rec: Any) -> Any:
+        if self.kind == "devices":
+            return rec["device_id"]
+        if self.kind == "events":
+            return (rec["device_id"], rec["ts"])
+        if self.kind == "tickets":
+            return rec["ticket_id"]
+        return (rec["start_ts"], rec["end_ts"], rec["scope"], rec["reason"])
+
+    def add(self, rec: dict[str, Any], source_id: int, line: int) -> None:
+        """Raises _Reject for a conflict with a row already held."""
+        key = self._key(rec)
+        old = self.existing.get(key)
+        if old is None:
+            if self.kind == "events" and self.frozen_before is not None and rec["ts"] < self.frozen_before:
+                # the period's report and bundle are frozen; storing the row would also shift the
+                # opening state of the next period, so it waits for an operator instead
+                self.result.late += 1
+                raise _Reject("ts", f"falls in a period already closed (ended {iso_utc(self.frozen_before)}); "
+                                    "its report and evidence bundle are frozen")
+            full = rec | {"source_id": source_id, "line": line}
+            self.existing[key] = full
+            self.new.append(full)
+            self.result.accepted += 1
+            return
+        fillable = _FILLABLE.get(self.kind, ())
+        # an older snapshot that lacks a retirement/response we already hold is not a conflict
+        diff = [k for k, v in rec.items() if old[k] != v and not (k in fillable and v is None)]
+        if not diff:
+            self.result.duplicates += 1
+            return
+        if self.kind in ("devices", "tickets") and all(k in fillable and old[k] is None for k in diff):
+            # inventory retirement / ticket response arriving later: fill in, keep provenance
+            changes = {k: rec[k] for k in diff}
+            old.update(changes)
+            if "id" in old:
+                t = _TABLE[self.kind]
+                self.conn.execute(update(t).where(t.c.id == old["id"]).values(
+                    **changes, source_id=source_id, line=line))
+            self.result.accepted += 1
+            return
+        where = f"source {old['source_id']} line {old['line']}"
+        if self.kind == "events":
+            raise _Reject("state", f"device {rec['device_id']!r} already has state {old['state']!r} at this "
+                                   f"instant ({where})")
+        field_ = diff[0]
+        raise _Reject(field_, f"conflicts with {self.kind[:-1]} {key!r} held from {where} "
+                              f"({field_}: {old[field_]!r} != {rec[field_]!r})")
+
+    def flush(self) -> None:
+        if self.kind == "events" and self.new:
+            ids = _device_ids(self.conn, self.agreement)
+            rows = [{"device": ids[r["device_id"]], "ts": r["ts"], "state": _STATE_CODE[r["state"]],
+                     "source_id": r["source_id"], "line": r["line"]} for r in self.new]
+        else:
+            rows = [r | {"agreement": self.agreement} for r in self.new]
+        execute_many(self.conn, insert_ignore_rows(self.conn.dialect.name, _TABLE[self.kind]), rows)
+        self.new = []
+
+
+def _store(conn: Connection, terms: Terms, agreement: str, kind: str, source_id: int, file: str,
+           rows: Iterable[tuple[int, dict[str, Any] | _Reject]], result: IngestResult,
+           frozen_before: int | None) -> None:
+    # only events and exclusions name devices (an inventory's own rows are checked against the terms)
+    known = set(_device_ids(conn, agreement)) if kind in ("events", "exclusions") else set()
+    validator = _Validator(terms, known)
+    check = getattr(validator, f"{kind}_row")
+    staged: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    rejects: list[tuple[int, dict[str, Any] | None, _Reject]] = []
+    for line, row in rows:
+        if isinstance(row, _Reject):
+            rejects.append((line, None, row))
+            continue
+        try:
+            rec = check(row)
+        except _Reject as rej:
+            rejects.append((line, row, rej))
+            continue
+        staged.append((line, row, rec))
+        if kind == "devices":
+            known.add(rec["device_id"])
+    batch = _Batch(conn, agreement, kind, result, frozen_before)
+    batch.preload([rec for _, _, rec in staged])
+    for line, row, rec in staged:
+        try:
+            batch.add(rec, source_id, line)
+        except _Reject as rej:
+            rejects.append((line, row, rej))
+    batch.flush()
+    stamp = now()
+    q = [{"agreement": agreement, "kind": kind, "source_id": source_id, "file": file, "line": line,
+          "field": rej.field, "reason": rej.reason, "raw": json.dumps(row, sort_keys=True, default=str),
+          "created_at": stamp} for line, row, rej in sorted(rejects, key=lambda r: r[0])]
+    if q:
+        execute_many(conn, _Q_QUARANTINE, q)
+    result.quarantined += len(q)
+    result.problems += [(d["line"], d["field"], d["reason"]) for d in q]
+
+
+def _store_events_fast(conn: Connection, agreement: str, source_id: int, path: Path, result: IngestResult,
+                       frozen_before: int | None) -> bool:
+    """The columnar path for a large, clean events CSV: every row valid, no two rows for one
+    device and instant, nothing already held in its time range. Then the rows are stored in
+    primary-key order with a few large driver-level statements and True is returned; otherwise
+    nothing is written and the row-by-row path (which names the line and field of every
+    problem) takes the file."""
+    ids = _device_ids(conn, agreement)
+    known = tuple(sorted(ids))
+    cols = read_columns(path, {"device_id": known, "state": STATES}, ["ts"]) if known else None
+    if cols is None or not len(cols["ts"]):
+        return False
+    dev, ts, state = cols["device_id"], cols["ts"], cols["state"]
+    t_lo, t_hi = int(ts.min()), int(ts.max())
+    if frozen_before is not None and t_lo < frozen_before:
+        return False  # rows for a closed period are quarantined one by one
+    # (device id, ts) order: the primary key's, so the insert appends to the B-tree
+    key_of = np.array([ids[k] for k in known], dtype=np.int64)
+    rank = np.empty(len(known), dtype=np.uint16 if len(known) <= 1 << 16 else np.int64)
+    rank[np.argsort(key_of, kind="stable")] = np.arange(len(known))
+    dkey = rank[dev]
+    if bool((ts[1:] >= ts[:-1]).all()):  # the usual time-ordered file: one stable (radix) sort
+        order = np.argsort(dkey, kind="stable")
+    else:
+        order = np.lexsort((ts, dkey))
+    dkey, ts = dkey[order], ts[order]
+    if bool(((dkey[1:] == dkey[:-1]) & (ts[1:] == ts[:-1])).any()):
+        return False  # duplicates or conflicts: counted and explained row by row
+    if fetch_tuples(conn, _Q_EVENTS_HELD, {"agreement": agreement, "lo": t_lo, "hi": t_hi}):
+        return False
+    # device id, ts, state code, source id, line: int64 columns, one row each (the source id a
+    # bound value too, so the statement text is the same for every file and its prepared form is reused)
+    table = np.empty((len(order), 5), dtype=np.int64)
+    table[:, 0] = key_of[dev[order]]
+    table[:, 1] = ts
+    table[:, 2] = state[order]
+    table[:, 3] = source_id
+    np.add(order, 2, out=table[:, 4])  # header is line 1
+    del dkey, ts, dev, state, cols
+    raw = conn.connection.driver_connection  # type: ignore[union-attr]
+    cursor = raw.cursor()
+    try:
+        if isinstance(raw, sqlite3.Connection):
+            _insert_sqlite(raw, cursor, table)
+        else:
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            sql = f"INSERT INTO events (device, ts, state, source_id, line) VALUES ({', '.join([mark] * 5)})"
+            for lo in range(0, len(table), _FAST_CHUNK):
+                cursor.executemany(sql, table[lo:lo + _FAST_CHUNK].tolist())
+    finally:
+        cursor.close()
+    result.accepted += len(table)
+    return True
+
+
+def _insert_sqlite(raw: sqlite3.Connection, cursor: sqlite3.Cursor, table: np.ndarray) -> None:
+    """Rows of (device, ts, state, source id, line) as multi-row INSERTs: one bound parameter list
+    per statement (no per-row tuples), about twice executemany's rate. Statements hold a power of
+    two of rows (the tail split by its binary digits): a handful of distinct texts, prepared once
+    per connection and then found in the driver's statement cache. 256 rows a statement for a
+    small file, 1,024 for a large one (measured: each is the faster for its size)."""
+    limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(raw, "getlimit") else 999
+    per = 1 << max(0, min(10 if len(table) >= 1 << 16 else 8, (limit // 5).bit_length() - 1))
+    full_sql = _values_sql(per)
+    chunk = max(1, _FAST_CHUNK // per) * per
+    for lo in range(0, len(table), chunk):
+        part = table[lo:lo + chunk]
+        whole = len(part) // per * per
+        if whole:  # one parameter list of per*5 values for each statement
+            cursor.executemany(full_sql, part[:whole].reshape(-1, 5 * per).tolist())
+        rows = per >> 1
+        while whole < len(part):
+            if len(part) - whole >= rows:
+                cursor.execute(_values_sql(rows), part[whole:whole + rows].ravel().tolist())
+                whole += rows
+            rows >>= 1
+
+
+def _values_sql(rows: int) -> str:
+    return "INSERT INTO events (device, ts, state, source_id, line) VALUES " + ",".join(["(?,?,?,?,?)"] * rows)
+
+
+def _begin_source(conn: Connection, agreement: str, kind: str, name: str, digest: str,
+                  checked: bool = False) -> int | None:
+    """The new source's id, or None when this content was ingested before (`checked`: the caller
+    just found it was not; a concurrent ingest of the same content then fails on uq_source_content)."""
+    if not checked and _seen(conn, agreement, kind, digest):
+        return None
+    values = {"s_agreement": agreement, "s_kind": kind, "s_name": name, "s_sha256": digest, "s_at": now()}
+    if conn.dialect.insert_returning:  # SQLite 3.35+, PostgreSQL: one statement on the DB-API cursor
+        return int(fetch_tuples(conn, _Q_NEW_SOURCE_ID, values)[0][0])
+    return int(conn.execute(_Q_NEW_SOURCE, values).inserted_primary_key[0])
+
+
+def _seen(conn: Connection, agreement: str, kind: str, digest: str) -> bool:
+    return bool(fetch_tuples(conn, _Q_SEEN, {"agreement": agreement, "kind": kind, "sha256": digest}))
+
+
+def _ingest(engine: Engine, terms: Terms, agreement: str, kind: str, name: str, digest: str,
+            rows: Iterable[tuple[int, dict[str, Any] | _Reject]], frozen_before: int | None,
+            fast: Path | None = None) -> IngestResult:
+    if kind not in KINDS:
+        raise IngestError(f"unknown kind {kind!r} ({', '.join(KINDS)})")
+    with engine.begin() as conn:  # one transaction: a crash leaves nothing half-ingested
+        lock_agreements(conn, [agreement])
+        return _ingest_in(conn, terms, agreement, frozen_before, kind, name, digest, rows, fast)
+
+
+def _ingest_in(conn: Connection, terms: Terms, agreement: str, frozen_before: int | None, kind: str, name: str,
+               digest: str, rows: Iterable[tuple[int, dict[str, Any] | _Reject]],
+               fast: Path | None = None, checked: bool = False) -> IngestResult:
+    """One input, in the caller's transaction."""
+    result = IngestResult(source=name, kind=kind)
+    source_id = _begin_source(conn, agreement, kind, name, digest, checked)
+    if source_id is None:
+        result.skipped = True
+        return result
+    # What is frozen is read again now that this transaction writes (SQLite's write lock, or the
+    # agreement's lock): a report stored since the caller looked freezes its period for these rows.
+    frozen_before = max((f for f in (frozen_before, frozen_before_in(conn, terms, agreement)) if f is not None),
+                        default=None)
+    if fast is None or not _store_events_fast(conn, agreement, source_id, fast, result, frozen_before):
+        _store(conn, terms, agreement, kind, source_id, name, rows, result, frozen_before)
+    execute_many(conn, _Q_SOURCE_COUNTS, [{"source": source_id, "n_accepted": result.accepted,
+                                            "n_duplicates": result.duplicates, "n_quarantined": result.quarantined}])
+    if kind in ("devices",) and result.accepted:
+        result.released = _release(conn, terms, agreement, frozen_before)
+    return result
+
+
+_Input = tuple[str, str, str, Iterable[tuple[int, dict[str, Any] | _Reject]], Path | None]
+_Q_FROZEN = select(func.max(reports.c.period)).where(reports.c.agreement == bindparam("agreement"),
+                                                     reports.c.bundle_id.is_not(None))
+
+
+def frozen_before_in(conn: Connection, terms: Terms, agreement: str) -> int | None:
+    """The end of the agreement's last period frozen into a bundle (a report names it), or None."""
+    ((last,),) = fetch_tuples(conn, _Q_FROZEN, {"agreement": agreement})
+    return None if last is None else period_bounds(terms, period_labels(terms)[last])[1]
+
+
+def ingest_file(engine: Engine, terms: Terms, agreement: str, path: str | Path, kind: str | None = None,
+                frozen_before: int | None = None) -> IngestResult:
+    """Ingest one CSV/JSONL file for `agreement`. Idempotent: the same content is ingested once."""
+    kind, name, digest, rows, fast = _open(Path(path), kind)
+    return _ingest(engine, terms, agreement, kind, name, digest, rows, frozen_before, fast)
+
+
+def _open(p: Path, kind: str | None) -> _Input:
+    """(kind, name, sha256, rows, path for the columnar path or None) of a file."""
+    try:
+        size = p.stat().st_size
+        kind = kind or kind_of(p)
+        if kind == "events" and p.suffix.lower() == ".csv" and size >= FAST_MIN_BYTES:
+            # hashed as a stream; its bytes are read only if the row-by-row path needs them
+            h = hashlib.sha256()
+            with p.open("rb") as f:
+                while block := f.read(1 << 20):
+                    h.update(block)
+            return kind, str(p), h.hexdigest(), _read_rows_later(p), p
+        data = p.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"{p}: cannot read: {exc.strerror}") from None
+    return kind, str(p), hashlib.sha256(data).hexdigest(), _read_rows(p, data), None
+
+
+def _read_rows_later(p: Path) -> Iterator[tuple[int, dict[str, Any] | _Reject]]:
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"{p}: cannot read: {exc.strerror}") from None
+    yield from _read_rows(p, data)
+
+
+def ingest_rows(engine: Engine, terms: Terms, agreement: str, kind: str, rows: list[dict[str, Any]],
+                origin: str = "http", frozen_before: int | None = None) -> IngestResult:
+    """Ingest a batch of rows (e.g. an HTTP request body); line = 1-based position in the batch.
+    The same batch content sent twice is ingested once."""
+    body = json.dumps(rows, sort_keys=True, separators=(",", ":"), default=str).encode()
+    digest = hashlib.sha256(body).hexdigest()
+    items: list[tuple[int, dict[str, Any] | _Reject]] = [
+        (i, r if isinstance(r, dict) else _Reject("(row)", "not an object")) for i, r in enumerate(rows, start=1)]
+    return _ingest(engine, terms, agreement, kind, f"{origin}:{digest[:12]}", digest, items, frozen_before)
+
+
+def _release(conn: Connection, terms: Terms, agreement: str, frozen_before: int | None) -> int:
+    """Retry open quarantined rows that failed only for an unknown device (late inventory)."""
+    names = quarantine.columns.keys()
+    held = [dict(zip(names, r)) for r in fetch_tuples(conn, _Q_OPEN_UNKNOWN_DEVICE, {"agreement": agreement})]
+    released = 0
+    for kind in ("events", "exclusions"):
+        mine = [q for q in held if q["kind"] == kind]
+        if not mine:
+            continue
+        scratch = IngestResult(source="(requeue)", kind=kind)
+        validator = _Validator(terms, set(_device_ids(conn, agreement)))
+        batch = _Batch(conn, agreement, kind, scratch, frozen_before)
+        ok: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        for q in mine:
+            try:
+                ok.append((q, getattr(validator, f"{kind}_row")(json.loads(q["raw"]))))
+            except _Reject:
+                continue
+        batch.preload([rec for _, rec in ok])
+        for q, rec in ok:
+            try:
+                batch.add(rec, q["source_id"], q["line"])
+            except _Reject:
+                continue
+            execute_many(conn, _Q_RESOLVE, [{"qid": q["id"], "stamp": now()}])
+            released += 1
+        batch.flush()
+    return released
+
+
+def ingest_folder(engine: Engine, terms: Terms, agreement: str, folder: Path,
+                  frozen_before: int | None = None) -> list[IngestResult]:
+    """Ingest every evidence file of a folder (devices first, so events can name them);
+    files ingested before are skipped by content hash. One transaction for the folder: a file
+    that fails is rolled back alone, the files before it stay ingested and its error is raised
+    (the files after it wait for the next pass)."""
+    files: list[Path] = []
+    if folder.is_dir():
+        with os.scandir(folder) as entries:  # the entries' types without a stat each
+            files = [Path(e.path) for e in entries if e.name.lower().endswith(SUFFIXES) and e.is_file()]
+    order = {k: i for i, k in enumerate(KINDS)}
+    known = [(order[k], p.name, p) for p in files for k in [_kind_or_none(p)] if k is not None]
+    results: list[IngestResult] = []
+    failed: Exception | None = None
+    if not known:
+        return results
+    # One commit for the folder, each file after the first one written in a savepoint of its
+    # own: the same outcome as a transaction per file.
+    with engine.begin() as conn:
+        lock_agreements(conn, [agreement])
+        writing = False
+        for _, _, p in sorted(known):
+            try:
+                kind, name, digest, rows, fast = _open(p, None)
+            except IngestError as exc:
+                failed = exc
+                break
+            if not writing:
+                if _seen(conn, agreement, kind, digest):  # a read: nothing new, no write lock
+                    results.append(IngestResult(source=name, kind=kind, skipped=True))
+                    continue
+                # Nothing written before it: if it fails, the transaction rolls back whole. Its
+                # first statement, the INSERT of its source, begins the transaction (sqlite3's
+                # legacy transaction control sends BEGIN only before INSERT, UPDATE or DELETE; a
+                # SAVEPOINT outside a transaction would start one of its own, committed by its
+                # RELEASE) and takes SQLite's write lock before the transaction has read anything.
+                results.append(_ingest_in(conn, terms, agreement, frozen_before, kind, name, digest, rows, fast,
+                                          checked=True))
+                writing = True
+                continue
+            try:
+                with _savepoint(conn):
+                    results.append(_ingest_in(conn, terms, agreement, frozen_before, kind, name, digest, rows, fast))
+            except Exception as exc:  # noqa: BLE001 - raised once the files before it are committed
+                failed = exc
+                break
+    if failed is not None:
+        raise failed
+    return results
+
+
+@contextmanager
+def _savepoint(conn: Connection) -> Iterator[None]:
+    """SAVEPOINT / RELEASE SAVEPOINT around one file, or ROLLBACK TO SAVEPOINT when it fails: the
+    statements conn.begin_nested() sends (standard SQL, in SQLite and PostgreSQL alike), run on
+    the DB-API cursor: SQLAlchemy compiles each of them anew, which costs more than all the other
+    statements of a small file. The transaction must have begun (for sqlite3 a savepoint outside
+    one is a transaction of its own): ingest_folder opens one per file after the first written."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute("SAVEPOINT ingest_file")
+        try:
+            yield
+        except BaseException:
+            cursor.execute("ROLLBACK TO SAVEPOINT ingest_file")
+            cursor.execute("RELEASE SAVEPOINT ingest_file")
+            raise
+        cursor.execute("RELEASE SAVEPOINT ingest_file")
+    finally:
+        cursor.close()
+
+
+def _kind_or_none(p: Path) -> str | None:
+    try:
+        return kind_of(p)
+    except IngestError:
+        return None
+
+
+def quarantined(engine: Engine, agreement: str, open_only: bool = True) -> list[dict[str, Any]]:
+    q = select(quarantine).where(quarantine.c.agreement == agreement)
+    if open_only:
+        q = q.where(quarantine.c.resolved_at.is_(None))
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(q.order_by(quarantine.c.id)).mappings()]
+
+
+# ------------------------------------------------------------------ export
+
+
+def _csv(header: tuple[str, ...], rows: Iterable[Iterable[Any]]) -> bytes:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for r in rows:
+        w.writerow(["" if v is None else v for v in r])
+    return buf.getvalue().encode()
+
+
+def _csv_cells(cells: list[Any]) -> str:
+    """Cells as `_csv` writes them in a row (quoted where needed), without the line end."""
+    buf = io.StringIO(newline="")
+    csv.writer(buf, lineterminator="").writerow(cells)
+    return buf.getvalue()
+
+
+def _events_csv(dev: np.ndarray, ts: np.ndarray, state: np.ndarray, ids: dict[int, str]) -> bytes:
+    """events.csv from (device row id, ts, state code) columns in file order: the same bytes as
+    _csv, built vectorised from the instants' text and each (device, state)'s cells (a month of
+    a large estate is millions of rows)."""
+    pairs, which = np.unique(dev * len(STATES) + state, return_inverse=True)
+    tails = np.array(["," + _csv_cells([ids[int(p) // len(STATES)], STATES[int(p) % len(STATES)]]) + "\n"
+                      for p in pairs.tolist()], dtype=str)
+    lines = np.strings.add(iso_utc_array(ts), tails[which])
+    return (",".join(COLUMNS["events"]) + "\n" + "".join(lines.tolist())).encode()
+
+
+_earlier = events.alias("earlier")
+_window = events.alias("window")
+_STATE_SLOTS = 8  # an event travels as ts * 8 + state code (a power of two above len(STATES))
+assert len(STATES) <= _STATE_SLOTS
+# The agreement's devices in device_id order, each with the events the window uses as one text
+# of numbers ts * 8 + state (`comma_list`): its events inside [start, end) and its last one
+# before start. The database builds the text while it seeks the device's primary-key range: a list of
+# per-row tuples costs several times more to fetch.
+_DEVICES_AND_WINDOW = select(
+    devices.c.id, devices.c.device_id, devices.c.site_id, devices.c.weight, devices.c.deployed_at,
+    devices.c.retired_at,
+    select(comma_list(cast(_window.c.ts * literal_column(str(_STATE_SLOTS)) + _window.c.state, Text))).where(
+        _window.c.device == devices.c.id,
+        _window.c.ts >= func.coalesce(select(func.max(_earlier.c.ts)).where(
+            _earlier.c.device == devices.c.id, _earlier.c.ts < bindparam("start")).correlate(devices).scalar_subquery(),
+            bindparam("start")),
+        _window.c.ts < bindparam("end")).scalar_subquery(),
+).where(devices.c.agreement == bindparam("agreement")).order_by(devices.c.device_id)
+_EXCLUSIONS_IN = select(exclusions.c.start_ts, exclusions.c.end_ts, exclusions.c.scope, exclusions.c.reason).where(
+    exclusions.c.agreement == bindparam("agreement"), exclusions.c.start_ts < bindparam("end"),
+    exclusions.c.end_ts > bindparam("start")).order_by(
+    exclusions.c.start_ts, exclusions.c.end_ts, exclusions.c.scope, exclusions.c.reason)
+_TICKETS_IN = select(tickets.c.ticket_id, tickets.c.site_id, tickets.c.severity, tickets.c.opened_at,
+                     tickets.c.responded_at, tickets.c.resolved_at).where(
+    tickets.c.agreement == bindparam("agreement"), tickets.c.opened_at >= bindparam("start"),
+    tickets.c.opened_at < bindparam("end")).order_by(tickets.c.ticket_id)
+
+
+def _window_columns(texts: list[tuple[int, str | None]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(device row id, ts, state) columns in file order (device_id, then ts) from each device's
+    text of ts * 8 + state numbers, devices in file order. The aggregate promises no order
+    within a device: the rows are sorted here unless they came in order."""
+    mine = [(i, t) for i, t in texts if t]
+    if not mine:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    packed = np.fromstring(",".join(t for _, t in mine), dtype=np.int64, sep=",")
+    counts = np.array([t.count(",") + 1 for _, t in mine], dtype=np.int64)
+    if len(packed) != int(counts.sum()):
+        raise ValueError("events export: an aggregated text did not parse as numbers")
+    ts, state = packed >> 3, packed & (_STATE_SLOTS - 1)  # floor division: negative instants too
+    block = np.repeat(np.arange(len(mine), dtype=np.int64), counts)
+    if bool(((block[1:] == block[:-1]) & (ts[1:] <= ts[:-1])).any()):
+        order = np.lexsort((ts, block))
+        block, ts, state = block[order], ts[order], state[order]
+    return np.array([i for i, _ in mine], dtype=np.int64)[block], ts, state
+
+
+def _iso(t: int | None) -> str | None:
+    return None if t is None else iso_utc(t)
+
+
+def export_evidence(conn: Connection, agreement: str, start: int, end: int) -> dict[str, bytes]:
+    """The canonical evidence files of window [start, end): the whole inventory, the events the
+    window uses (inside it, plus each device's last event before it), the exclusions overlapping
+    it and the tickets opened in it; sorted, timestamps as UTC `...Z`."""
+    window = {"agreement": agreement, "start": start, "end": end}
+    devs = fetch_tuples(conn, _DEVICES_AND_WINDOW, window)
+    files = {DEVICES: _csv(COLUMNS["devices"], (
+        (did, site, weight, _iso(deployed), _iso(retired)) for _, did, site, weight, deployed, retired, _ in devs))}
+    files[EVENTS] = _events_csv(*_window_columns([(d[0], d[6]) for d in devs]), {d[0]: d[1] for d in devs})
+    files[EXCLUSIONS] = _csv(COLUMNS["exclusions"], (
+        (_iso(a), _iso(b), scope, reason) for a, b, scope, reason in fetch_tuples(conn, _EXCLUSIONS_IN, window)))
+    files[TICKETS] = _csv(COLUMNS["tickets"], (
+        (tid, site, sev, _iso(opened), _iso(responded), _iso(resolved))
+        for tid, site, sev, opened, responded, resolved in fetch_tuples(conn, _TICKETS_IN, window)))
+    return files

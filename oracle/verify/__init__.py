@@ -1,0 +1,1 @@
+"""What customers and auditors run: verification from the chain alone, and the replay of every report."""

@@ -1,0 +1,1 @@
+"""slacomp: the command line and the demo, above the oracle and the API."""
