@@ -19,7 +19,7 @@ def _first(env: dict[str, str], *names: str, default: str = "") -> str:
 @dataclass(frozen=True)
 class ApiSettings:
     rpc_url: str = "http://127.0.0.1:8545"
-    db_url: str = "sqlite:///oracle.store.db"
+    db_url: str = "sqlite:///oracle.db"
     data_dir: Path = Path("oracle-data")  # bundles in data_dir/bundles, registered terms in data_dir/terms
     keys_file: Path | None = None  # API keys (hashed): JSON or YAML, see api/auth.py
     oracle_config: Path | None = None  # an oracle node's settings file: its agreements' ids and terms

@@ -56,7 +56,7 @@ def setup(url: str, work: Path) -> tuple[str, dict[str, str]]:
     oracles = [Account.from_key(keccak(text=f"bench oracle {i}")).address for i in range(3)]
     config = config_from_terms(terms, customer=customer, asset="0x" + "00" * 20, oracles=oracles, threshold=2)
     agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config)
-    db_url = f"sqlite:///{work / 'oracle.store.db'}"
+    db_url = f"sqlite:///{work / 'oracle.db'}"
     engine = connect(db_url)
     for name in ("devices.csv", "events.csv", "exclusions.csv"):
         ingest_file(engine, terms, agreement.address.lower(), EXAMPLE / "evidence" / name)

@@ -31,7 +31,7 @@ from oracle.core.period import (
     period_labels,  # noqa: E402
 )
 from oracle.core.terms import load_terms  # noqa: E402
-from oracle.evidence.bundle import write_bundle  # noqa: E402
+from oracle.engine.replay import freeze_period  # noqa: E402
 from oracle.sim.simulate import SimParams, simulate  # noqa: E402
 from oracle.verify.audit import audit_agreement  # noqa: E402
 from slacomp.demo import DEMO_ORACLE_KEYS  # noqa: E402
@@ -77,7 +77,7 @@ def main() -> int:
         splitter = MonthSplitter(work / "estate" / "evidence")
         for index, label in enumerate(period_labels(terms)):
             start, end = period_bounds(terms, label)
-            _, result = write_bundle(store, (work / "estate" / "terms.yaml").read_bytes(),
+            _, result = freeze_period(store, (work / "estate" / "terms.yaml").read_bytes(),
                                      splitter.files(start, end), label)
             if w3.eth.get_block("latest")["timestamp"] <= end:
                 w3.provider.make_request("evm_mine", [end + 1])

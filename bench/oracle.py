@@ -166,7 +166,7 @@ def bench_settlement(n: int, work: Path, block_time: int = 0) -> dict[str, float
         addresses = create_agreements(w3, n, [Account.from_key(k).address for k in keys], terms_path)
         setup_s = time.perf_counter() - t0
         w3.provider.make_request("anvil_setBalance", [submitter.address, hex(10**24)])
-        lines = [f'rpc_url = "{chain.url}"', f'db_url = "sqlite:///{work / "oracle.store.db"}"',
+        lines = [f'rpc_url = "{chain.url}"', f'db_url = "sqlite:///{work / "oracle.db"}"',
                  f'data_dir = "{work / "data"}"', 'grace = "1h"', "confirmations = 1", 'listen = ""']
         for address in addresses:
             lines += ["", "[[agreements]]", f'address = "{address}"', f'terms = "{terms_path}"',

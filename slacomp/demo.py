@@ -31,6 +31,7 @@ from oracle.chain.abi import PROJECT_ROOT, contract, create_agreement, deploy, d
 from oracle.chain.config import ZERO_ADDRESS, config_from_terms
 from oracle.chain.keystore import create_keystore
 from oracle.core.terms import load_terms
+from oracle.engine.replay import recompute
 from oracle.evidence.bundle import find_bundle, load_bundle
 from oracle.node.loop import Service
 from oracle.node.settings import AgreementSpec, load_settings
@@ -193,7 +194,7 @@ class Demo:
     def oracle(self, specs: list[AgreementSpec]) -> Service:
         """The oracle node of the demo, configured by a settings file (also read by the API)."""
         keys = self.keystores()
-        lines = [f'rpc_url = "{self.rpc}"', f'db_url = "sqlite:///{self.data / "oracle.store.db"}"', 'data_dir = "oracle"',
+        lines = [f'rpc_url = "{self.rpc}"', f'db_url = "sqlite:///{self.data / "oracle.db"}"', 'data_dir = "oracle"',
                  f"keystores = {json.dumps([str(k.relative_to(self.data)) for k in keys])}",
                  f'password_env = "{DEMO_PASSWORD_ENV}"', "confirmations = 1", 'grace = "1h"', 'listen = ""']
         for spec in specs:
@@ -229,7 +230,7 @@ class Demo:
             return AgreementOutcome(c.name, address, c.asset, "-", 0, 0, 0, 0, None, v.ok, audit.ok,
                                     decimals=terms.decimals)
         p = v.periods[0]
-        result = load_bundle(find_bundle(store, p.evidence_root)).recompute()
+        result = recompute(load_bundle(find_bundle(store, p.evidence_root)))
         missed = sorted({r.subject for o in result.objectives if o.scope == "per_site" for r in o.results
                          if not r.met})
         return AgreementOutcome(c.name, address, c.asset, p.label, p.expected_credit, p.paid, p.deferred, p.debt,

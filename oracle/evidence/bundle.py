@@ -7,7 +7,8 @@ sha256 and size of every other member), `terms.yaml` (the terms file as written)
 `evidence/{devices,events,exclusions,tickets}.csv` (canonical CSVs); `unzip` gives the folder.
 `id` = sha256 of the manifest bytes. `<store>/roots/<evidence_root>/<id>.zip` (a hard link to
 the bundle) indexes bundles by the root a report commits to, so an auditor can re-run
-`compute_period` on exactly what the oracle measured.
+`compute_period` on exactly what the oracle measured. A bundle freezes and checks; it computes
+nothing: the measured figures its manifest records come from the caller (oracle.engine.replay).
 
 One file per bundle: creating files is what writing a small bundle costs most (a folder of
 six files took several times the KPI engine's time)."""
@@ -26,7 +27,6 @@ from typing import Any
 
 from oracle.core.period import period_bounds, period_index
 from oracle.core.terms import Terms, parse_terms_bytes
-from oracle.engine.kpi import PeriodResult, compute_period
 from oracle.evidence.load import Evidence, load_evidence
 
 SCHEMA = "slacomp/bundle/v1"
@@ -73,9 +73,15 @@ class LoadedBundle:
     terms: Terms
     evidence: Evidence
 
-    def recompute(self) -> PeriodResult:
-        """The KPI engine's result on the bundle: what an auditor checks against the report."""
-        return compute_period(self.terms, self.evidence, self.bundle.label)
+
+@dataclass(frozen=True)
+class Measured:
+    """What the KPI engine measured on a bundle's files, recorded in its manifest."""
+
+    terms_hash: str
+    evidence_root: str
+    attainments: list[list[int]]  # per objective, per subject, basis points
+    total_credit: int
 
 
 def _sha256(data: bytes) -> str:
@@ -163,16 +169,14 @@ def _sync_dir(path: Path) -> None:
 
 
 def write_bundle(store: str | Path, terms_bytes: bytes, files: dict[str, bytes], label: str,
-                 meta: dict[str, Any] | None = None, durable: bool = True) -> tuple[Bundle, PeriodResult]:
-    """Freeze `files` (name -> canonical CSV bytes) with the terms for period `label`: compute
-    the period from exactly these bytes, and store them with the manifest under its content
-    address, durably (the file and the store's entry fsynced) before it returns. Idempotent:
+                 measured: Measured, meta: dict[str, Any] | None = None, durable: bool = True) -> Bundle:
+    """Freeze `files` (name -> canonical CSV bytes) with the terms for period `label` and what
+    was `measured` on exactly these bytes, under the manifest's content address, durably (the file and the store's entry fsynced) before it returns. Idempotent:
     the same inputs give the same id and the existing bundle is kept. `meta` (e.g. agreement
     address, chain id) is recorded in the manifest. `durable=False` leaves the syncing to one
     `sync_store` for many bundles, which must then run before anything names them."""
     store = Path(store)
     terms = parse_terms_bytes(terms_bytes)
-    result = compute_period(terms, load_evidence(files, terms), label)
     start, end = period_bounds(terms, label)
     members = [(TERMS_FILE, terms_bytes)] + [(f"{EVIDENCE_DIR}/{n}", d) for n, d in sorted(files.items())]
     manifest = {
@@ -180,10 +184,10 @@ def write_bundle(store: str | Path, terms_bytes: bytes, files: dict[str, bytes],
         "agreement": terms.agreement,
         "meta": meta or {},
         "period": {"label": label, "index": period_index(terms, label), "start": start, "end": end},
-        "terms_hash": result.terms_hash,
-        "evidence_root": result.evidence_root,
-        "attainments": [[r.attainment_bps for r in o.results] for o in result.objectives],
-        "total_credit": str(result.total_credit),
+        "terms_hash": measured.terms_hash,
+        "evidence_root": measured.evidence_root,
+        "attainments": measured.attainments,
+        "total_credit": str(measured.total_credit),
         "files": {name: {"sha256": _sha256(data), "size": len(data)} for name, data in sorted(members)},
     }
     body = _canonical(manifest)
@@ -199,7 +203,7 @@ def write_bundle(store: str | Path, terms_bytes: bytes, files: dict[str, bytes],
             tmp.unlink(missing_ok=True)
         if durable:
             _sync_dir(store)
-    index = store / "roots" / result.evidence_root / final.name
+    index = store / "roots" / measured.evidence_root / final.name
     index.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(final, index)
@@ -208,7 +212,7 @@ def write_bundle(store: str | Path, terms_bytes: bytes, files: dict[str, bytes],
     else:
         if durable:
             _sync_dir(index.parent)
-    return Bundle(bundle_id, final, manifest), result
+    return Bundle(bundle_id, final, manifest)
 
 
 def open_bundle(store: str | Path, bundle_id: str) -> Bundle:

@@ -37,7 +37,8 @@ from oracle.chain.signing import pack_signatures, recover_signer
 from oracle.core.addresses import checksum
 from oracle.core.period import period_bounds, period_labels
 from oracle.core.terms import Terms, load_terms, terms_hash
-from oracle.evidence.bundle import CAN_DEFER_SYNC, sync_store, write_bundle
+from oracle.engine.replay import freeze_period
+from oracle.evidence.bundle import CAN_DEFER_SYNC, sync_store
 from oracle.node.outbox import CLOSED, FINAL, IN_FLIGHT, SIGNED, Hook, Outbox, TxPolicy
 from oracle.node.settings import AgreementSpec, Settings
 from oracle.node.signatures import add_signatures, collected, collected_many, pull, served
@@ -979,9 +980,9 @@ def prepare_close(engine: Engine, job: dict[str, Any]) -> dict[str, Any]:
     with engine.connect() as conn:
         seen = _last_source(conn, job["key"])  # before the export: rows stored after it are newer
         files = export_evidence(conn, job["key"], job["start"], job["end"])
-    bundle, result = write_bundle(job["store"], job["terms_bytes"], files, job["label"],
-                                  meta={"address": job["address"], "chain_id": job["chain_id"]},
-                                  durable=job.get("durable", True))
+    bundle, result = freeze_period(job["store"], job["terms_bytes"], files, job["label"],
+                                   meta={"address": job["address"], "chain_id": job["chain_id"]},
+                                   durable=job.get("durable", True))
     report = report_from_result(result, job["period"])
     return {"bundle_id": bundle.id, "durable": job.get("durable", True), "sources_seen": seen,
             "exported": _files_digest(files), "start": job["start"], "end": job["end"],

@@ -42,7 +42,7 @@ class AgreementSpec:
 @dataclass(frozen=True)
 class Settings:
     rpc_url: str = "http://127.0.0.1:8545"
-    db_url: str = "sqlite:///oracle.store.db"
+    db_url: str = "sqlite:///oracle.db"
     data_dir: Path = Path("oracle-data")  # evidence bundles: data_dir/bundles
     keystores: tuple[Path, ...] = ()
     password_env: str = "SLACOMP_KEYSTORE_PASSWORD"

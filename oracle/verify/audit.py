@@ -17,6 +17,7 @@ from web3 import Web3
 from oracle.core.merkle import leaf_hash, verify_proof
 from oracle.core.period import period_bounds
 from oracle.core.terms import Terms, TermsError
+from oracle.engine.replay import recompute
 from oracle.evidence.bundle import BundleError, find_bundles, load_bundle
 from oracle.evidence.commitment import evidence_leaves
 from oracle.evidence.load import EvidenceError
@@ -125,7 +126,7 @@ def _audit_period(store: str | Path, period: int, label: str, root: str, signed:
     if loaded is None:
         return audit
     audit.checks = [("bundle files match their manifest", True, f"bundle {audit.bundle[:12]}")]
-    result = loaded.recompute()
+    result = recompute(loaded)
     audit.checks.append(("evidence tampered" if result.evidence_root != root else "evidence commitment",
                          result.evidence_root == root, f"recomputed root {result.evidence_root}"))
     if result.evidence_root != root:

@@ -34,7 +34,7 @@ from oracle.chain.signing import sign_for
 from oracle.core.period import period_bounds
 from oracle.core.terms import load_terms, terms_hash
 from oracle.engine.kpi import compute_period
-from oracle.evidence.bundle import write_bundle
+from oracle.engine.replay import freeze_period
 from oracle.evidence.load import load_evidence
 from oracle.store.db import connect
 from oracle.store.ingest import export_evidence, ingest_file
@@ -104,7 +104,7 @@ def world(anvil, tmp_path_factory) -> World:
 
     root = tmp_path_factory.mktemp("api")
     data_dir = root / "data"
-    db_url = f"sqlite:///{root / 'oracle.store.db'}"
+    db_url = f"sqlite:///{root / 'oracle.db'}"
     engine = connect(db_url)
     key = agreement.lower()
     for name in ("devices.csv", "events.csv", "exclusions.csv"):
@@ -112,7 +112,7 @@ def world(anvil, tmp_path_factory) -> World:
     start, end = period_bounds(terms, "2026-10")
     with engine.connect() as conn:
         files = export_evidence(conn, key, start, end)
-    bundle, result = write_bundle(data_dir / "bundles", TERMS.read_bytes(), files, "2026-10")
+    bundle, result = freeze_period(data_dir / "bundles", TERMS.read_bytes(), files, "2026-10")
     onchain_root = contract(w3, "Agreement", agreement).events.ReportAccepted().get_logs(from_block=0)[0]["args"]
     assert "0x" + bytes(onchain_root["evidenceRoot"]).hex() == result.evidence_root
     engine.dispose()

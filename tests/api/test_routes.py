@@ -11,6 +11,7 @@ from api.app import create_app
 from oracle.chain.abi import contract, deposit
 from oracle.core.terms import load_terms
 from oracle.engine.kpi import compute_period
+from oracle.engine.replay import recompute
 from oracle.evidence.bundle import bundle_path, load_bundle
 from oracle.evidence.csv import parse_ts_text
 from oracle.evidence.load import load_evidence
@@ -77,7 +78,7 @@ def test_evidence_bundle_of_the_settled_period_recomputes_the_report(client, wor
     saved.write_bytes(r.content)
     loaded = load_bundle(saved)  # the bundle file as the oracle stored it, checked member by member
     assert r.content == bundle_path(world.settings.data_dir / "bundles", loaded.bundle.id).read_bytes()
-    result = loaded.recompute()
+    result = recompute(loaded)
     [rep] = get_json(client, f"/v1/agreements/{world.agreement}/reports", "auditor", world)
     assert result.evidence_root == rep["payload"]["evidenceRoot"] and result.total_credit == int(rep["credit"]["raw"])
     assert client.get(f"/v1/agreements/{world.agreement}/periods/1/evidence",

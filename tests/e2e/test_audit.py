@@ -20,7 +20,8 @@ from oracle.chain.report import make_report, report_from_result
 from oracle.chain.signing import sign_for
 from oracle.core.period import period_labels
 from oracle.core.terms import load_terms
-from oracle.evidence.bundle import find_bundle, open_bundle, write_bundle
+from oracle.engine.replay import freeze_period
+from oracle.evidence.bundle import find_bundle, open_bundle
 from oracle.sim.simulate import SimParams, simulate
 from oracle.verify.audit import audit_agreement, prove_device, verify_inclusion
 from slacomp.demo import DEMO_ORACLE_KEYS
@@ -51,7 +52,7 @@ def _history(w3, estate: Path, store: Path, tamper_kpi: bool = False):
     deposit(w3, agreement, vendor, 10**21)
     files = {p.name: p.read_bytes() for p in sorted((estate / "evidence").iterdir())}
     for index, label in enumerate(period_labels(terms)):
-        _, result = write_bundle(store, (estate / "terms.yaml").read_bytes(), files, label,
+        _, result = freeze_period(store, (estate / "terms.yaml").read_bytes(), files, label,
                                  meta={"agreement": agreement.address})
         report = report_from_result(result, index)
         if tamper_kpi and index == 1:  # the oracles sign better numbers than the evidence gives

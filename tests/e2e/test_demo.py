@@ -8,6 +8,7 @@ from rich.console import Console
 from oracle.chain import devchain
 from oracle.chain.abi import contract
 from oracle.core.terms import load_terms
+from oracle.engine.replay import recompute
 from oracle.evidence.bundle import find_bundle, load_bundle
 from slacomp.cli import main as cli_main
 from slacomp.demo import CUSTOMERS, run_demo
@@ -54,4 +55,4 @@ def test_run_command_settles_every_agreement_once_and_is_idempotent(tmp_path):
             logs = agreement.events.ReportAccepted().get_logs(from_block=0)
             assert len(logs) == 1
             bundle = load_bundle(find_bundle(data / "oracle" / "bundles", "0x" + logs[0]["args"]["evidenceRoot"].hex()))
-            assert bundle.recompute().total_credit == logs[0]["args"]["credit"] == o.engine_credit
+            assert recompute(bundle).total_credit == logs[0]["args"]["credit"] == o.engine_credit

@@ -108,7 +108,7 @@ def write_config(tmp: Path, dep: Deployed, keystores: dict[str, Path], *, keys: 
     if inbox is None:
         inbox = folder / "inbox"
         shutil.copytree(EXAMPLE / "evidence", inbox)
-    values = {"rpc_url": dep.url, "db_url": f"sqlite:///{folder / 'oracle.store.db'}", "data_dir": str(folder / "data"),
+    values = {"rpc_url": dep.url, "db_url": f"sqlite:///{folder / 'oracle.db'}", "data_dir": str(folder / "data"),
               "keystores": [str(keystores[k]) for k in keys], "submitter_keystore": str(keystores[submitter]),
               "password_file": str(keystores["password"]), "grace": "1h", "confirmations": 1,
               "poll_interval": 0.2, "listen": listen, "clock": "chain"} | extra
@@ -149,7 +149,7 @@ PG_BIN = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
 def engine(request, tmp_path):
     """The same code on a SQLite file and on PostgreSQL (skipped where no server can be had)."""
     if request.param == "sqlite":
-        engine = db.connect(f"sqlite:///{tmp_path / 'oracle.store.db'}")
+        engine = db.connect(f"sqlite:///{tmp_path / 'oracle.db'}")
     else:
         fresh = create_engine(request.getfixturevalue("postgres_url"))
         db.metadata.drop_all(fresh)

@@ -10,7 +10,8 @@ from oracle.chain.signing import sign_report
 from oracle.core.period import period_bounds
 from oracle.core.terms import load_terms
 from oracle.engine.kpi import compute_period
-from oracle.evidence.bundle import BundleError, find_bundle, load_bundle, write_bundle
+from oracle.engine.replay import freeze_period, recompute
+from oracle.evidence.bundle import BundleError, find_bundle, load_bundle
 from oracle.evidence.load import load_evidence
 from oracle.store import db
 from oracle.store.ingest import export_evidence, ingest_folder
@@ -27,7 +28,7 @@ def _bundle(tmp_path, store):
     with engine.connect() as conn:
         files = export_evidence(conn, "acme", start, end)
     engine.dispose()
-    return write_bundle(store, TERMS_PATH.read_bytes(), files, "2026-10", meta={"address": "0xabc"})
+    return freeze_period(store, TERMS_PATH.read_bytes(), files, "2026-10", meta={"address": "0xabc"})
 
 
 def test_bundle_reproduces_the_engine_on_the_original_files(tmp_path):
@@ -38,7 +39,7 @@ def test_bundle_reproduces_the_engine_on_the_original_files(tmp_path):
     assert result.attainments() == direct.attainments() and result.total_credit == direct.total_credit
     # an auditor finds it by the root the report committed to and recomputes the same numbers
     loaded = load_bundle(find_bundle(store, direct.evidence_root))
-    again = loaded.recompute()
+    again = recompute(loaded)
     assert (again.evidence_root, again.attainments()) == (direct.evidence_root, direct.attainments())
     assert loaded.bundle.manifest["terms_hash"] == direct.terms_hash
     # content-addressed: the same inputs give the same bundle
