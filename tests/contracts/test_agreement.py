@@ -57,23 +57,23 @@ def test_initialize_stores_parties_and_emits_config(factory, vendor, customer, c
 
 
 def test_initialize_twice_reverts(eth_agreement, vendor, cfg):
-    with reverts("AlreadyInitialized"):
+    with reverts("InvalidInitialization"):
         eth_agreement.initialize(vendor, cfg.encoded(), {"from": vendor})
 
 
 def test_implementation_cannot_be_initialized(factory, vendor, cfg):
     impl = Agreement.at(factory.implementation())
-    with reverts("AlreadyInitialized"):
+    with reverts("InvalidInitialization"):
         impl.initialize(vendor, cfg.encoded(), {"from": vendor})
 
 
 @pytest.mark.parametrize("change, error", [
-    (dict(monthly_fee=0), ("InvalidConfig", 1)),
-    (dict(cap_bps=10_001), ("InvalidConfig", 2)),
-    (dict(periods=0), ("InvalidConfig", 3)),
-    (dict(period_len=0), ("InvalidConfig", 4)),
-    (dict(objectives=()), ("InvalidConfig", 5)),
-    (dict(sites=()), ("InvalidConfig", 8)),
+    (dict(monthly_fee=0), ("ZeroMonthlyFee",)),
+    (dict(cap_bps=10_001), ("CreditCapTooHigh", 10_001)),
+    (dict(periods=0), ("TooFewBounds", 1)),
+    (dict(period_len=0), ("BoundsNotAscending", 1)),
+    (dict(objectives=()), ("NoObjectives",)),
+    (dict(sites=()), ("NoSites", 0)),
     (dict(threshold=0), ("InvalidOracleSet",)),
     (dict(threshold=4), ("InvalidOracleSet",)),
 ])
@@ -86,14 +86,14 @@ def test_invalid_tiers_and_scope_revert(factory, vendor, customer, start):
     good = make_config(start, customer, objectives=(ObjectiveSchedule(0, 0, ((9000, 1000),)),)).encoded()
     tiers_at = len(good) - 4
     bad_tier = good[:tiers_at] + (9000).to_bytes(2, "big") + (10_001).to_bytes(2, "big")
-    with reverts("InvalidConfig", 7):
+    with reverts("InvalidTier", 0, 0):
         factory.createAgreement(bad_tier, {"from": vendor})
     no_tiers = good[:tiers_at - 1] + b"\x00"
-    with reverts("InvalidConfig", 6):
+    with reverts("NoTiers", 0):
         factory.createAgreement(no_tiers, {"from": vendor})
     scope_at = tiers_at - 14
     bad_scope = good[:scope_at] + b"\x07" + good[scope_at + 1:]
-    with reverts("InvalidConfig", 9):
+    with reverts("UnknownScope", 0, 7):
         factory.createAgreement(bad_scope, {"from": vendor})
     with reverts("ConfigLength", len(good), len(good) + 1):
         factory.createAgreement(good + b"\x00", {"from": vendor})
@@ -113,7 +113,7 @@ def test_unsorted_or_duplicate_oracles_revert(factory, vendor, customer, cfg):
 def test_zero_customer_and_codeless_asset_revert(factory, vendor, start, outsider):
     with reverts("ZeroAddress"):
         factory.createAgreement(make_config(start, ZERO).encoded(), {"from": vendor})
-    with reverts("ZeroAddress"):
+    with reverts("AssetHasNoCode", outsider.address):
         factory.createAgreement(make_config(start, outsider, outsider).encoded(), {"from": vendor})
 
 

@@ -189,7 +189,7 @@ def test_reverting_customer_gets_claimable_credit(factory, vendor, hostile, star
 def test_reentrant_customer_cannot_reenter(factory, vendor, hostile, start, outsider):
     agreement, cfg = _hostile_agreement(factory, vendor, hostile, start)
     end_period(cfg, 2)
-    reentrancy = keccak(text="Reentrancy()")[:4]
+    reentrancy = keccak(text="ReentrancyGuardReentrantCall()")[:4]  # OpenZeppelin's ReentrancyGuard
     # on receipt of each period's credit, the customer re-enters a money path of the agreement
     # (short calls: a push forwards 50,000 gas, so a long re-entry would simply run out of gas)
     payloads = [agreement.repayDebt.encode_input(), agreement.deposit.encode_input(1),
