@@ -27,6 +27,8 @@ RECEIPT_QUIET_POLLS = 10
 
 
 class Confirming(TxBase):
+    """The outbox's confirm step (sent -> mined -> confirmed), for one submitter account."""
+
     def track_many(self, rows: list[Row], results: dict[int, str | Exception], wait: bool = True) -> None:
         """sent -> mined (-> confirmed when deep enough) for many reports: every attempt's receipt
         and the head block in one batch. A report with no receipt yet takes `track`'s full path
@@ -204,7 +206,7 @@ class Confirming(TxBase):
         if not any(self._known(a["tx_hash"]) for a in attempts):
             # dropped from the mempool (node restart, eviction): rebroadcast the same bytes
             log.warning("rebroadcasting", extra={"fields": {"tx": newest["tx_hash"], "nonce": nonce}})
-            self._broadcast(newest)
+            self._broadcast_many([newest])
             self.count("rebroadcasts", row["agreement"])
             return
         if self.clock() - newest["sent_at"] >= self.policy.replace_after:
@@ -240,7 +242,7 @@ class Confirming(TxBase):
             conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == old["tx_hash"]).values(status="replaced"))
         log.warning("replacing stuck transaction", extra={"fields": {
             "old": old["tx_hash"], "new": attempt["tx_hash"], "nonce": old["nonce"], "max_fee": max_fee}})
-        self._broadcast(attempt)
+        self._broadcast_many([attempt])
         self.count("tx_replacements", row["agreement"])
 
     def _fill_gaps(self, nonce: int) -> None:
@@ -255,12 +257,12 @@ class Confirming(TxBase):
                 tx_attempts.c.nonce >= pending, tx_attempts.c.nonce < nonce))}
         for k in range(pending, nonce):
             if k in held:
-                self._broadcast(dict(held[k]._mapping))
+                self._broadcast_many([dict(held[k]._mapping)])
                 continue
             max_fee, tip = self._fees()
             filler = self._store_attempt(None, None, k, FILLER_GAS, max_fee, tip)
             log.warning("filling nonce gap", extra={"fields": {"nonce": k, "tx": filler["tx_hash"]}})
-            self._broadcast(filler)
+            self._broadcast_many([filler])
 
     def _receipt(self, tx_hash: str) -> Any:
         try:

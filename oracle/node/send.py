@@ -31,12 +31,7 @@ class _Preflight:
 
 
 class Sending(TxBase):
-    def submit(self, row: Row) -> None:
-        """signed -> sent: check the chain, preflight, sign, store, then broadcast."""
-        results: dict[int, str | Exception] = {}
-        self.submit_many([row], results)
-        if isinstance(results.get(row["id"]), Exception):
-            raise results[row["id"]]  # type: ignore[misc]
+    """The outbox's send step (signed -> sent), for one submitter account."""
 
     def submit_many(self, rows: list[Row], results: dict[int, str | Exception]) -> None:
         """signed -> sent for many reports: one JSON-RPC batch runs, for each, the preflight (the

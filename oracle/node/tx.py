@@ -155,9 +155,6 @@ class TxBase:
                 "tx_hash": _hex(tx_hash), "raw": _hex(raw), "max_fee": str(max_fee),
                 "priority_fee": str(tip), "status": "pending", "sent_at": int(self.clock())}
 
-    def _broadcast(self, attempt: dict[str, Any]) -> None:
-        self._broadcast_many([attempt])
-
     def _broadcast_many(self, attempts: list[dict[str, Any]]) -> None:
         """eth_sendRawTransaction for each stored attempt, in one batch (in nonce order)."""
         answers = self.rpc.batch([("eth_sendRawTransaction", [a["raw"]]) for a in attempts])
