@@ -5,7 +5,7 @@ filled, its nonce taken by another transaction."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from eth_typing import HexStr
 from sqlalchemy import bindparam, select, update
@@ -13,7 +13,7 @@ from web3.exceptions import ContractCustomError, ContractLogicError, Transaction
 from web3.types import RPCEndpoint
 
 from oracle.chain.abi import RpcError, decode_error
-from oracle.node.rows import Row
+from oracle.node.rows import Attempt, Row
 from oracle.node.states import Move, ReportState, move_many
 from oracle.node.tx import FILLER_GAS, FeeCapExceeded, TxBase, log
 from oracle.store.db import tx_attempts
@@ -24,6 +24,7 @@ from oracle.store.db import tx_attempts
 RECEIPT_POLLS = 200
 RECEIPT_POLL_S = 0.02
 RECEIPT_QUIET_POLLS = 10
+Receipt = dict[str, Any]  # status, blockNumber (as integers), transactionHash
 
 
 class Confirming(TxBase):
@@ -38,11 +39,11 @@ class Confirming(TxBase):
             found = conn.execute(select(tx_attempts).where(
                 tx_attempts.c.report_id.in_([r["id"] for r in rows]), tx_attempts.c.status != "dropped").order_by(
                 tx_attempts.c.id.desc())).mappings().all()
-        by_row: dict[int, list[Row]] = {r["id"]: [] for r in rows}
+        by_row: dict[int | None, list[Attempt]] = {r["id"]: [] for r in rows}
         for a in found:
-            by_row[a["report_id"]].append(dict(a))
+            by_row[a["report_id"]].append(cast(Attempt, dict(a)))
         flat = [a for r in rows for a in by_row[r["id"]]]
-        receipts: dict[str, Row] = {}
+        receipts: dict[str, Receipt] = {}
         head = quiet = 0
         me = self.sender.address.lower()
         for poll in range(RECEIPT_POLLS if wait else 1):
@@ -70,7 +71,7 @@ class Confirming(TxBase):
             waiting = {r["id"] for r in unmined}
         else:
             waiting = self._still_pending(unmined, by_row) if unmined else set()
-        mined: list[tuple[Row, Row, Row]] = []
+        mined: list[tuple[Row, Attempt, Receipt]] = []
         for r in rows:
             try:
                 hit = next(((a, receipts[a["tx_hash"]]) for a in by_row[r["id"]] if a["tx_hash"] in receipts), None)
@@ -86,7 +87,7 @@ class Confirming(TxBase):
         if mined:
             self._mined_many(mined, head)
 
-    def _still_pending(self, rows: list[Row], by_row: dict[int, list[Row]]) -> set[int]:
+    def _still_pending(self, rows: list[Row], by_row: dict[int | None, list[Attempt]]) -> set[int]:
         """The reports (ids) whose transaction simply waits for a block: our nonce is not used
         yet, every nonce below it is at the node, one of its attempts is in the node's pool,
         and it is not yet due for a fee bump. One JSON-RPC batch for all; the others take
@@ -113,7 +114,7 @@ class Confirming(TxBase):
         return out
 
     @staticmethod
-    def _record_attempts(conn: Any, mined: list[tuple[Row, Row, int]], status: str) -> None:
+    def _record_attempts(conn: Any, mined: list[tuple[Row, Attempt, int]], status: str) -> None:
         """Each (report row, attempt, block): the mined attempt gets `status`; other attempts at
         its nonce were replaced by it (two statements, each executed for all)."""
         conn.execute(update(tx_attempts).where(
@@ -124,7 +125,7 @@ class Confirming(TxBase):
             status=status, block_number=bindparam("block")),
             [{"tx": a["tx_hash"], "block": block} for _, a, block in mined])
 
-    def _mined_many(self, mined: list[tuple[Row, Row, Row]],
+    def _mined_many(self, mined: list[tuple[Row, Attempt, Receipt]],
                     head: int | None) -> None:
         """Successful receipts: attempts and reports in one database transaction; `confirmed`
         at once when `head` shows them deep enough (None: not looked at, `mined`)."""
@@ -154,7 +155,7 @@ class Confirming(TxBase):
     def confirm_many(self, rows: list[Row], results: dict[int, str | Exception]) -> None:
         """mined -> confirmed for many reports (receipts and head in one batch); a vanished
         receipt (reorg) takes `confirm`'s path back to sent."""
-        head, raw = self._head_and_receipts([r["tx_hash"] for r in rows])
+        head, raw = self._head_and_receipts([str(r["tx_hash"]) for r in rows])
         deep: list[tuple[Row, int]] = []
         for r, rc in zip(rows, raw):
             try:
@@ -214,7 +215,7 @@ class Confirming(TxBase):
 
     def confirm(self, row: Row) -> None:
         """mined -> confirmed after N blocks (or back to sent if the block was reorganised away)."""
-        receipt = self._receipt(row["tx_hash"])
+        receipt = self._receipt(str(row["tx_hash"]))
         if receipt is None:
             with self.engine.begin() as conn:
                 conn.execute(update(tx_attempts).where(tx_attempts.c.tx_hash == row["tx_hash"]).values(
@@ -229,7 +230,7 @@ class Confirming(TxBase):
             log.info("report confirmed", extra={"fields": {"agreement": row["address"], "period": row["period"],
                                                             "tx": row["tx_hash"], "depth": depth}})
 
-    def _replace(self, row: Row, old: Row) -> None:
+    def _replace(self, row: Row, old: Attempt) -> None:
         """Same nonce, higher fees: whichever of the two is mined settles the period once."""
         max_fee, tip = self._fees(floor=(int(old["max_fee"]), int(old["priority_fee"])))
         try:
@@ -257,7 +258,7 @@ class Confirming(TxBase):
                 tx_attempts.c.nonce >= pending, tx_attempts.c.nonce < nonce))}
         for k in range(pending, nonce):
             if k in held:
-                self._broadcast_many([dict(held[k]._mapping)])
+                self._broadcast_many([cast(Attempt, dict(held[k]._mapping))])
                 continue
             max_fee, tip = self._fees()
             filler = self._store_attempt(None, None, k, FILLER_GAS, max_fee, tip)
@@ -276,7 +277,7 @@ class Confirming(TxBase):
         except TransactionNotFound:
             return False
 
-    def _check_receipts(self, row: Row, attempts: list[Row]) -> bool:
+    def _check_receipts(self, row: Row, attempts: list[Attempt]) -> bool:
         for attempt in attempts:
             receipt = self._receipt(attempt["tx_hash"])
             if receipt is not None:
@@ -284,7 +285,7 @@ class Confirming(TxBase):
                 return True
         return False
 
-    def _on_mined(self, row: Row, attempt: Row, receipt: Any) -> None:
+    def _on_mined(self, row: Row, attempt: Attempt, receipt: Any) -> None:
         if receipt["status"] == 1:
             self._mined_many([(row, attempt, receipt)], head=None)
             return
@@ -322,7 +323,7 @@ class Confirming(TxBase):
         return "reverted (reason unavailable)"
 
 
-def _receipt_of(raw: Row) -> Row:
+def _receipt_of(raw: dict[str, Any]) -> Receipt:
     """The fields of a JSON receipt the outbox reads, as integers."""
     return {"status": int(raw.get("status") or "0x0", 16), "blockNumber": int(raw["blockNumber"], 16),
             "transactionHash": raw.get("transactionHash")}

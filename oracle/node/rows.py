@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
@@ -12,7 +12,54 @@ from oracle.store.db import quarantine, reports
 if TYPE_CHECKING:
     from oracle.node.chainview import Served
 
-Row = dict[str, Any]  # a `reports` row as read (also what the hooks get)
+
+
+class Row(TypedDict):
+    """A `reports` row as read (also what the hooks get): a plain dict, typed, so the bulk reads
+    of every pass cost nothing more than the mapping they come from."""
+
+    id: int
+    agreement: str
+    address: str
+    period: int
+    label: str
+    state: str  # a ReportState value
+    bundle_id: str | None
+    terms_hash: str | None
+    evidence_root: str | None
+    attainments: str | None  # packed, hex
+    digest: str | None
+    config: str | None  # packed Config the report was signed under, hex
+    credit: str | None
+    signatures: str | None  # packed, hex
+    tx_hash: str | None
+    block_number: int | None
+    error: str | None
+    created_at: int
+    updated_at: int
+
+
+class Attempt(TypedDict):
+    """A `tx_attempts` row: one signed transaction, stored before it is broadcast."""
+
+    id: NotRequired[int]  # given by the database
+    report_id: int | None  # None for nonce-gap fillers
+    sender: str
+    nonce: int
+    gas: int
+    tx_hash: str
+    raw: str
+    max_fee: str
+    priority_fee: str
+    status: str  # pending | mined | reverted | replaced | dropped
+    sent_at: int
+    block_number: NotRequired[int | None]
+    error: NotRequired[str | None]
+
+
+def as_row(mapping: Any) -> Row:
+    """A database mapping as a Row (no copy beyond the dict)."""
+    return cast(Row, dict(mapping))
 
 
 def reports_of(engine: Engine, keys: Iterable[str]) -> dict[str, dict[int, Row]]:
@@ -22,7 +69,7 @@ def reports_of(engine: Engine, keys: Iterable[str]) -> dict[str, dict[int, Row]]
     with engine.connect() as conn:
         for i in range(0, len(wanted), 500):
             for r in conn.execute(select(reports).where(reports.c.agreement.in_(wanted[i:i + 500]))).mappings():
-                out[r["agreement"]][r["period"]] = dict(r)
+                out[r["agreement"]][r["period"]] = as_row(r)
     return out
 
 
@@ -31,7 +78,7 @@ def report(engine: Engine, key: str, period: int) -> Row | None:
     with engine.connect() as conn:
         row = conn.execute(select(reports).where(
             reports.c.agreement == key, reports.c.period == period)).mappings().first()
-    return dict(row) if row else None
+    return as_row(row) if row else None
 
 
 def status(engine: Engine, served: list[Served]) -> list[dict[str, Any]]:

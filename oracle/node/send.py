@@ -9,9 +9,9 @@ from typing import Any
 from eth_utils.crypto import keccak
 
 from oracle.chain.abi import RpcError, encode_call
-from oracle.node.rows import Row
+from oracle.node.rows import Attempt, Row
 from oracle.node.states import Move, ReportState, move_many
-from oracle.node.tx import GAS_MARGIN_PCT, Attempt, FeeCapExceeded, TxBase, _unhex, log
+from oracle.node.tx import GAS_MARGIN_PCT, FeeCapExceeded, TxBase, _unhex, log
 from oracle.store.db import tx_attempts
 
 # Errors that say "not yet", not "never": the report stays signed and is retried.
@@ -152,7 +152,7 @@ class Sending(TxBase):
             self._settled_elsewhere(r, self._agreement(r))
         elif next_period < r["period"]:
             self._note(r["id"], error=f"waiting for period {next_period} to settle first")
-        elif _unhex(config_hash) != keccak(_unhex(r["config"])):
+        elif _unhex(config_hash) != keccak(_unhex(str(r["config"]))):
             self._move(r["id"], ReportState.CLOSED, signatures=None, error="oracle set changed on-chain; re-signing")
         else:
             self._preflight_failed(r, revert.revert_text())

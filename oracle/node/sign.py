@@ -35,6 +35,7 @@ class Signing:
 
     def collect(self, a: Served, config: Config, row: Row) -> Row:
         """Sign with the local keys, pull the peers' signatures; `signed` once M are in hand."""
+        assert row["digest"] is not None  # set when the period was closed
         digest = bytes.fromhex(row["digest"][2:])
         have = collected(self.engine, a.address, row["period"], digest, config)
         mine = [self.keyring.sign_digest(address, digest) for address in self.signing_keys(a, config)
@@ -69,14 +70,15 @@ class Signing:
         one database transaction; the others take `collect` (peers)."""
         out: list[Row | Exception | None] = []
         fast: list[tuple[int, list[dict[str, Any]], dict[int, bytes]]] = []
-        held = iter(collected_many(self.engine, [(a.address, row["period"], bytes.fromhex(row["digest"][2:]), config)
-                                                 for a, config, row in items if row["state"] == ReportState.CLOSED]))
+        held = iter(collected_many(self.engine, [
+            (a.address, row["period"], bytes.fromhex(str(row["digest"])[2:]), config)
+            for a, config, row in items if row["state"] == ReportState.CLOSED]))
         for k, (a, config, row) in enumerate(items):
             try:
                 if row["state"] != ReportState.CLOSED:
                     out.append(row)
                     continue
-                digest = bytes.fromhex(row["digest"][2:])
+                digest = bytes.fromhex(str(row["digest"])[2:])
                 have = next(held)
                 new: list[dict[str, Any]] = []  # signature rows
                 for address in self.signing_keys(a, config):

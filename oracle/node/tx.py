@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from eth_account.signers.local import LocalAccount
 from sqlalchemy import select, update
@@ -16,11 +16,10 @@ from web3.contract import Contract
 
 from oracle.chain.abi import Rpc, RpcError, contract, encode_call
 from oracle.chain.signing import Signer
-from oracle.node.rows import Row
+from oracle.node.rows import Attempt, Row, as_row
 from oracle.node.states import ReportState, move, note
 from oracle.store.db import reports, tx_attempts
 
-Attempt = dict[str, Any]  # a `tx_attempts` row as read or about to be written
 Hook = Callable[[str, Row], None]
 GAS_MARGIN_PCT = 25
 FILLER_GAS = 21_000
@@ -84,30 +83,33 @@ class TxBase:
         with self.engine.begin() as conn:
             note(conn, row_id, **values)
 
-    def _row(self, row_id: int) -> dict[str, Any]:
+    def _row(self, row_id: int) -> Row:
         with self.engine.connect() as conn:
-            return dict(conn.execute(select(reports).where(reports.c.id == row_id)).mappings().one())
+            return as_row(conn.execute(select(reports).where(reports.c.id == row_id)).mappings().one())
 
-    def _attempts(self, row_id: int) -> list[dict[str, Any]]:
+    def _attempts(self, row_id: int) -> list[Attempt]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(tx_attempts).where(
+            return [cast(Attempt, dict(r)) for r in conn.execute(select(tx_attempts).where(
                 tx_attempts.c.report_id == row_id, tx_attempts.c.status != "dropped").order_by(
                 tx_attempts.c.id.desc())).mappings()]
 
-    def _rows(self, row_ids: list[int]) -> dict[int, dict[str, Any]]:
+    def _rows(self, row_ids: list[int]) -> dict[int, Row]:
         with self.engine.connect() as conn:
-            return {r["id"]: dict(r) for r in conn.execute(select(reports).where(reports.c.id.in_(row_ids))).mappings()}
+            found = conn.execute(select(reports).where(reports.c.id.in_(row_ids))).mappings()
+            return {r["id"]: as_row(r) for r in found}
 
-    def _agreement(self, row: dict[str, Any]) -> Contract:
+    def _agreement(self, row: Row) -> Contract:
         address = row["address"]
         if address not in self._contracts:
             self._contracts[address] = contract(self.w3, "Agreement", address)
         return self._contracts[address]
-    def _call(self, row: dict[str, Any]) -> tuple[str, str]:
-        """(to, calldata) of the report's `submitReport` transaction."""
-        return row["address"], encode_call("Agreement", "submitReport", _unhex(row["config"]), row["period"],
-                                           _unhex(row["terms_hash"]), _unhex(row["evidence_root"]),
-                                           _unhex(row["attainments"]), _unhex(row["signatures"]))
+    def _call(self, row: Row) -> tuple[str, str]:
+        """(to, calldata) of the report's `submitReport` transaction (a signed report: every
+        field it names is set)."""
+        fields = (row["config"], row["terms_hash"], row["evidence_root"], row["attainments"], row["signatures"])
+        config, terms, root, attainments, sigs = (_unhex(f) for f in fields if f is not None)
+        return row["address"], encode_call("Agreement", "submitReport", config, row["period"], terms, root,
+                                           attainments, sigs)
 
     def _fees(self, floor: tuple[int, int] | None = None, base: int | None = None,
               tip: int | None = None) -> tuple[int, int]:
@@ -145,7 +147,7 @@ class TxBase:
         return attempt
 
     def _sign(self, report_id: int | None, call: Any, nonce: int, gas: int, max_fee: int, tip: int,
-              ) -> dict[str, Any]:
+              ) -> Attempt:
         """Sign locally (a contract call, raw calldata to `to`, or a 0-value self-transfer)."""
         if self.policy.max_fee_wei is not None and max_fee > self.policy.max_fee_wei:
             raise FeeCapExceeded(max_fee, self.policy.max_fee_wei)
@@ -155,14 +157,14 @@ class TxBase:
                 "tx_hash": _hex(tx_hash), "raw": _hex(raw), "max_fee": str(max_fee),
                 "priority_fee": str(tip), "status": "pending", "sent_at": int(self.clock())}
 
-    def _broadcast_many(self, attempts: list[dict[str, Any]]) -> None:
+    def _broadcast_many(self, attempts: list[Attempt]) -> None:
         """eth_sendRawTransaction for each stored attempt, in one batch (in nonce order)."""
         answers = self.rpc.batch([("eth_sendRawTransaction", [a["raw"]]) for a in attempts])
         for attempt, answer in zip(attempts, answers):
             if isinstance(answer, RpcError):
                 self._refused(attempt, answer)
 
-    def _refused(self, attempt: dict[str, Any], exc: Exception) -> None:
+    def _refused(self, attempt: Attempt, exc: Exception) -> None:
         msg = str(exc).lower()
         if "already known" in msg or "known transaction" in msg or "already imported" in msg:
             return
@@ -174,11 +176,11 @@ class TxBase:
         log.warning("broadcast refused", extra={"fields": {"tx": attempt["tx_hash"], "error": str(exc)[:200]}})
 
 
-    def mark_settled(self, row: dict[str, Any]) -> None:
+    def mark_settled(self, row: Row) -> None:
         """The chain says this period is settled: record by which transaction (never send it)."""
         self._settled_elsewhere(row, self._agreement(row))
 
-    def _settled_elsewhere(self, row: dict[str, Any], ag: Contract, keep_error: bool = False) -> None:
+    def _settled_elsewhere(self, row: Row, ag: Contract, keep_error: bool = False) -> None:
         """The period is settled on-chain: record by which transaction, and never send it again."""
         logs = ag.events.ReportAccepted().get_logs(from_block=self.policy.from_block,
                                                   argument_filters={"period": row["period"]})
