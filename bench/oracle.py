@@ -118,7 +118,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def _cpu_split(service, chain) -> dict[str, float]:
-    workers = list(getattr(service._pool, "_processes", {}) or {}) if getattr(service, "_pool", None) else []
+    workers = service.workers.pids()
     return {"oracle": _cpu_s(os.getpid()), "workers": sum(_cpu_s(p) for p in workers),
             "anvil": _cpu_s(chain.process.pid) + sum(_cpu_s(p) for p in _children(chain.process.pid))}
 
@@ -152,8 +152,8 @@ def bench_settlement(n: int, work: Path, block_time: int = 0) -> dict[str, float
     from oracle.chain.abi import contract
     from oracle.chain.keystore import KeyRing
     from oracle.node.loop import Service
-    from oracle.node.outbox import CONFIRMED
     from oracle.node.settings import load_settings
+    from oracle.node.states import ReportState
 
     keys = [keccak(text=f"slacomp bench oracle {i}") for i in range(3)]
     submitter = Account.from_key(keccak(text="slacomp bench submitter"))
@@ -189,13 +189,13 @@ def bench_settlement(n: int, work: Path, block_time: int = 0) -> dict[str, float
                 service.tick()
                 ticks += 1
                 states = [r["state"] for a in service.status() for r in a["reports"]]
-                if states.count(CONFIRMED) == n:
+                if states.count(ReportState.CONFIRMED) == n:
                     break
             seconds = time.perf_counter() - t0
             cpu = {k: v - cpu0[k] for k, v in _cpu_split(service, chain).items()}
             blocks = w3.eth.block_number - block0
-            settled = states.count(CONFIRMED)
-            others = {st: states.count(st) for st in sorted(set(states)) if st != CONFIRMED}
+            settled = states.count(ReportState.CONFIRMED)
+            others = {st: states.count(st) for st in sorted(set(states)) if st != ReportState.CONFIRMED}
             errors = sorted({str(r["error"])[:120] for a in service.status() for r in a["reports"] if r["error"]})
             failed = {s.labels["kind"]: int(s.value) for m in service.metrics.failures.collect()
                       for s in m.samples if s.name.endswith("_total") and s.value}

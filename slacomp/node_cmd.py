@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from oracle.chain.keystore import KeystoreError, create_keystore, read_password
-    from oracle.node.loop import Service, ServiceError, configure_logging
+    from oracle.node.loop import Pass, Service, ServiceError, configure_logging
     from oracle.node.settings import load_settings
 
     if args.oracle_command == "keystore":
@@ -108,7 +108,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 raise ServiceError(f"this node does not serve agreement {args.agreement!r}")
             with progress_bar(args.oracle_command, len(chosen)) as advance:
                 for a in chosen:
-                    service.serve_agreement(a, submit=not close, close=close)
+                    service.serve_agreement(a, Pass.CLOSE if close else Pass.SEND)
                     advance()
             print(json.dumps(service.status(), indent=2))
             return 0

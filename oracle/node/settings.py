@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from eth_account.signers.local import LocalAccount
 
+from oracle.chain.keystore import KeyRing, KeystoreError, load_keystore, read_password
 from oracle.core.terms import TermsError, parse_duration
 
 ENV_PREFIX = "SLACOMP_ORACLE_"
@@ -153,3 +155,20 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
     if settings.clock not in CLOCKS:
         raise SettingsError("clock", f"{settings.clock!r} is not one of {', '.join(CLOCKS)}")
     return settings
+
+
+def load_keys(settings: Settings, keyring: KeyRing | None, submitter: LocalAccount | None,
+              ) -> tuple[KeyRing, LocalAccount]:
+    """The oracle keys and the submitter's account (from the keystores, unless given)."""
+    if keyring is not None and submitter is not None:
+        return keyring, submitter
+    password = read_password(settings.password_env, settings.password_file) if (
+        settings.keystores or settings.submitter_keystore) else ""
+    if keyring is None:
+        keyring = KeyRing.from_files(settings.keystores, password)
+    if submitter is None:
+        path = settings.submitter_keystore or (settings.keystores[0] if settings.keystores else None)
+        if path is None:
+            raise KeystoreError("no keystore configured for the submitter")
+        submitter = load_keystore(path, password)
+    return keyring, submitter

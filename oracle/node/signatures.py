@@ -63,10 +63,10 @@ def collected_many(engine: Engine, wanted: list[tuple[str, int, bytes, Config]])
     found: dict[tuple[str, int, str], list[tuple[str, str]]] = {}
     with engine.connect() as conn:
         for i in range(0, len(addresses), 500):
-            for address, period, digest, oracle, sig in conn.execute(select(
+            for r in conn.execute(select(
                     signatures.c.address, signatures.c.period, signatures.c.digest, signatures.c.oracle,
                     signatures.c.signature).where(signatures.c.address.in_(addresses[i:i + 500]))):
-                found.setdefault((address, period, digest), []).append((oracle, sig))
+                found.setdefault((r.address, r.period, r.digest), []).append((r.oracle, r.signature))
     out = []
     for address, period, digest, config in wanted:
         have = {}
@@ -84,8 +84,8 @@ def served(engine: Engine, address: str, period: int) -> dict[str, Any]:
         rows = conn.execute(select(signatures.c.digest, signatures.c.oracle, signatures.c.signature).where(
             signatures.c.address == address, signatures.c.period == period).order_by(signatures.c.id)).all()
     by_digest: dict[str, list[dict[str, str]]] = {}
-    for digest, oracle, sig in rows:
-        by_digest.setdefault(digest, []).append({"oracle": oracle, "signature": sig})
+    for r in rows:
+        by_digest.setdefault(r.digest, []).append({"oracle": r.oracle, "signature": r.signature})
     return {"agreement": address, "period": period,
             "reports": [{"digest": d, "signatures": s} for d, s in by_digest.items()]}
 

@@ -96,7 +96,8 @@ def test_rows_racing_the_close_are_never_accepted_and_left_out(deployed, keystor
     """Rows that arrive between a bundle's export and the commit of the report naming it: the close
     is given up (EvidenceChanged) and done again with them. Rows whose ingest started before the
     report was stored but writes after: quarantined as late, whatever the caller thought frozen."""
-    from oracle.node.loop import EvidenceChanged, prepare_close
+    from oracle.node.close import prepare_close
+    from oracle.node.errors import EvidenceChanged
     from oracle.store.ingest import ingest_rows
 
     cfg = write_config(tmp_path, deployed, keystores, keys=["oracle0", "oracle1"], submitter="submitter0")

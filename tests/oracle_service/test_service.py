@@ -24,10 +24,13 @@ from oracle.engine.replay import recompute
 from oracle.evidence.bundle import bundle_path, find_bundle, load_bundle
 from oracle.evidence.load import load_evidence
 from oracle.node.loop import Service
-from oracle.node.outbox import CLOSED, CONFIRMED, SENT, SETTLED_ELSEWHERE, SIGNED
+from oracle.node.states import ReportState
 from oracle.store import db
 from tests.e2e.helpers import EXAMPLE
 from tests.oracle_service.conftest import ORACLE_KEYS, ROOT, deploy_agreement, settings_from, start_chain, write_config
+
+CLOSED, SIGNED, SENT = ReportState.CLOSED, ReportState.SIGNED, ReportState.SENT
+CONFIRMED, SETTLED_ELSEWHERE = ReportState.CONFIRMED, ReportState.SETTLED_ELSEWHERE
 
 HERE = Path(__file__).resolve().parent
 TERMS = load_terms(EXAMPLE / "terms.yaml")
@@ -584,7 +587,7 @@ def test_worker_bundles_are_synced_once_before_their_reports_are_stored(keystore
     """Bundles written by worker processes skip their fsyncs; the node makes them durable with
     one syncfs of the store before the reports that name them are stored, and each is whole."""
     from oracle.evidence import bundle as bundle_mod
-    from oracle.node import loop as service_mod
+    from oracle.node import close as close_mod
 
     if not bundle_mod.CAN_DEFER_SYNC:
         pytest.skip("no syncfs here: workers fsync every bundle")
@@ -598,7 +601,7 @@ def test_worker_bundles_are_synced_once_before_their_reports_are_stored(keystore
         calls.append((Path(store), len(stored), sorted(p.name for p in Path(store).iterdir())))
         bundle_mod.sync_store(store)
 
-    monkeypatch.setattr(service_mod, "sync_store", sync)
+    monkeypatch.setattr(close_mod, "sync_store", sync)
     service.tick()
     assert _states(service) == [CONFIRMED] * 3
     [(store, reports_then, names)] = calls  # once, for the three, before any report was stored
@@ -684,7 +687,8 @@ def test_worker_exceptions_come_back_whole_or_by_name():
     the pool when its result is read."""
     import pickle
 
-    from oracle.node.loop import WorkerError, _portable
+    from oracle.node.errors import WorkerError
+    from oracle.node.workers import _portable
 
     class Odd(Exception):
         def __init__(self, field: str, reason: str) -> None:
@@ -704,7 +708,7 @@ def test_a_dead_worker_process_is_replaced(keystores, tmp_path, anvil):
     deps, cfg = _many(tmp_path, keystores, anvil, 2)
     service = Service(settings_from(cfg), workers=1)
     service.start_workers()
-    (pid,) = list(service._pool._processes)
+    (pid,) = service.workers.pids()
     os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
     service.tick()  # a broken pool is replaced before the pass (or, found broken during it, after)
@@ -712,6 +716,6 @@ def test_a_dead_worker_process_is_replaced(keystores, tmp_path, anvil):
         assert attempts(service) == []
         service.tick()
     assert _states(service) == [CONFIRMED, CONFIRMED] and len(attempts(service)) == 2
-    assert service._pool is not None and pid not in service._pool._processes
+    assert service.workers.pool is not None and pid not in service.workers.pids()
     assert all(len(settlements(dep)) == 1 for dep in deps)
     service.close()
