@@ -143,13 +143,13 @@ def add_key(path: Path, role: str, party: str | None, key_id: str) -> str:
 
 
 def record_write(engine: Engine, principal: Principal | None, method: str, path: str, agreement: str | None,
-                 status: int, detail: dict[str, Any]) -> None:
-    """Append one audit row (and a log line); never raises into the request."""
-    from oracle.store.db import now
+                 http_status: int, detail: dict[str, Any]) -> None:
+    """Append one audit row (and a log line) with the write's HTTP status; never raises into the request."""
+    from .adapters.evidence import now
 
     row = {"ts": now(), "key_id": principal.key_id if principal else "(none)",
            "role": principal.role if principal else "(none)", "method": method, "path": path,
-           "agreement": agreement, "status": status, "detail": json.dumps(detail, sort_keys=True, default=str)}
+           "agreement": agreement, "status": http_status, "detail": json.dumps(detail, sort_keys=True, default=str)}
     log.info("write", extra={"fields": row})
     try:
         with engine.begin() as conn:

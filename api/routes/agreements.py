@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from ..auth import Principal
@@ -80,14 +80,6 @@ def payouts(address: AddressPath, who: Principal = Depends(principal),
             response_class=Response, summary="The evidence bundle of a closed period (zip)")
 def evidence(address: AddressPath, period: Annotated[int, Path(ge=0, le=10_000)],
              who: Principal = Depends(principal), ctx: ApiContext = Depends(get_ctx)) -> Response:
-    state = ctx.agreement(address, who)
-    if period >= state.period_count:
-        raise HTTPException(404, f"agreement {state.address} has periods 0..{state.period_count - 1}")
-    root = next((r["payload"]["evidenceRoot"] for r in ctx.chain.reports(state) if r["period"] == period), None)
-    bundle = ctx.link.bundle(state.address, period, root)
-    if bundle is None:
-        raise HTTPException(404, f"period {period} has no evidence bundle here (not closed yet, or closed by "
-                                 "another oracle node)")
-    name = f"{state.address}-period{period}-{bundle.name[:12]}.zip"
-    return Response(bundle.read_bytes(), media_type="application/zip",
+    name, content = ctx.evidence_bundle(ctx.agreement(address, who), period)
+    return Response(content, media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

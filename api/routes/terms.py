@@ -5,10 +5,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from oracle.core.terms import parse_terms
-
+from ..adapters.terms import parse_terms, summary
 from ..auth import Principal
-from ..context import terms_summary
 from ..deps import principal
 from ..models import Error, TermsBody, TermsResult
 
@@ -18,4 +16,4 @@ router = APIRouter(prefix="/v1/terms", tags=["terms"])
 @router.post("/validate", response_model=TermsResult, responses={422: {"model": Error}},
              summary="Validate a terms file; returns its canonical form and termsHash")
 def validate(body: TermsBody, _: Principal = Depends(principal)) -> dict[str, Any]:
-    return terms_summary(parse_terms(body.terms))
+    return summary(parse_terms(body.terms))

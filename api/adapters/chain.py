@@ -1,28 +1,41 @@
-"""Read-only view of the chain for the API: agreements listed from factory logs, an agreement's
-state and its decoded event history. Every read is cached per block: the latest block number is
-re-read at most every `block_poll_s`, and a new block empties the cache."""
+"""The API's adapter to the chain: a read-only view (agreements listed from factory logs, an
+agreement's state, its Config in force and its decoded event history, reports and payouts), and the
+one write the API makes (creating an agreement through a factory). Every read is cached per block:
+the latest block number is re-read at most every `block_poll_s`, and a new block empties the cache."""
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import requests
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3Exception
 
-from oracle.chain.abi import contract, load_artifact
-from oracle.chain.config import Config, unpack_attainments
+from oracle.chain.abi import ChainError, contract, create_agreement, event_topic
+from oracle.chain.config import (
+    CONFIG_EVENTS,
+    SCOPES,
+    Config,
+    ConfigNotFound,
+    config_from_terms,
+    config_in_force,
+    unpack_attainments,
+)
+from oracle.chain.keystore import load_keystore, read_password
 from oracle.chain.report import Report
 from oracle.chain.signing import unpack_signatures
+from oracle.core.terms import Terms
 from oracle.verify.customer import DEBT_PERIOD, agreement_logs, recover_signers
 
+__all__ = ["SCOPES", "AgreementState", "ChainUnavailable", "ChainView", "ConfigNotFound", "Created", "Event",
+           "FactoryRefused", "UnknownAgreement"]
+
 T = TypeVar("T")
-ZERO = "0x" + "00" * 20
-CREATED_TOPIC = keccak(text="AgreementCreated(address,address,address,bytes32)")
 ERC20_ABI = [
     {"type": "function", "name": "decimals", "inputs": [], "outputs": [{"type": "uint8", "name": ""}],
      "stateMutability": "view"},
@@ -37,6 +50,25 @@ class ChainUnavailable(RuntimeError):
 
 class UnknownAgreement(LookupError):
     """No agreement at this address (the API answers 404)."""
+
+
+class FactoryRefused(ValueError):
+    """The factory refused to create the agreement (422 naming the body field to blame)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+@dataclass(frozen=True)
+class Created:
+    """An agreement this service created: its address, customer and the transaction."""
+
+    address: str
+    customer: str
+    tx_hash: str
+    block: int
+    gas_used: int
 
 
 @dataclass(frozen=True)
@@ -152,7 +184,8 @@ class ChainView:
 
         def fetch() -> list[dict[str, Any]]:
             flt: dict[str, Any] = {"fromBlock": self.from_block, "toBlock": "latest",
-                                   "topics": ["0x" + CREATED_TOPIC.hex(), topic(vendor), topic(customer)]}
+                                   "topics": [event_topic("AgreementFactory", "AgreementCreated"), topic(vendor),
+                                              topic(customer)]}
             if self.factories:
                 flt["address"] = list(self.factories)
             logs = self._rpc("eth_getLogs", lambda: self.w3.eth.get_logs(flt))
@@ -187,11 +220,11 @@ class ChainView:
         configured = [e for e in events if e.name == "AgreementConfigured"]
         if not configured:
             raise UnknownAgreement(f"{address} is not a slacomp agreement (no AgreementConfigured event)")
-        blobs = [bytes(e.args["config"]) for e in events if e.name in ("AgreementConfigured", "OracleSetChanged")]
+        blobs = [bytes(e.args["config"]) for e in events if e.name in CONFIG_EVENTS]
         f = c.functions
         try:
             current = bytes(self._rpc("configHash", f.configHash().call))
-            config = next((Config.decode(b) for b in reversed(blobs) if keccak(b) == current), Config.decode(blobs[0]))
+            config = config_in_force(blobs, current, where=f"agreement {address}")  # no fallback: ConfigNotFound
             values = {name: self._rpc(name, getattr(f, name)().call) for name in (
                 "escrowBalance", "reserve", "withdrawable", "claimable", "debt", "nextPeriod", "periodCount")}
         except (BadFunctionCallOutput, ContractLogicError) as exc:
@@ -274,6 +307,23 @@ class ChainView:
         return out
 
 
-def known_artifacts() -> None:
-    """Fail early (at startup) when the contracts are not compiled."""
-    load_artifact("Agreement")
+    # ------------------------------------------------------------------ the one write
+
+    def create(self, terms: Terms, *, vendor: str, keystore: Path | None, factory: str, customer: str, asset: str,
+               oracles: list[str], threshold: int) -> Created:
+        """Deploy an agreement under `terms` through `factory`, sent by the vendor's node account
+        (or its keystore); FactoryRefused names the field when the factory reverts."""
+        config = config_from_terms(terms, customer=customer, asset=asset, oracles=oracles, threshold=threshold)
+        sender: Any = vendor
+        if keystore is not None:
+            sender = load_keystore(keystore, read_password("SLACOMP_KEYSTORE_PASSWORD", None))
+        fc = contract(self.w3, "AgreementFactory", factory)
+        try:
+            agreement, receipt = self._rpc("createAgreement", lambda: create_agreement(self.w3, fc, sender, config))
+        except ChainError as exc:
+            field = "threshold" if "OracleSet" in exc.error else "terms"
+            raise FactoryRefused(field, f"the factory refused the agreement: {exc.error}") from None
+        self.invalidate()
+        return Created(agreement.address, config.customer, "0x" + bytes(receipt["transactionHash"]).hex(),
+                       int(receipt["blockNumber"]), int(receipt["gasUsed"]))
+
