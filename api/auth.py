@@ -75,7 +75,7 @@ def new_key() -> str:
     return "slk_" + secrets.token_urlsafe(32)
 
 
-class KeyRing:
+class ApiKeys:
     """The keys of a keys file, looked up by the hash of the presented token."""
 
     def __init__(self, records: list[dict[str, Any]]) -> None:
@@ -98,7 +98,7 @@ class KeyRing:
                                               keystore)
 
     @classmethod
-    def from_file(cls, path: Path | None) -> KeyRing:
+    def from_file(cls, path: Path | None) -> ApiKeys:
         if path is None or not path.exists():
             return cls([])
         data = yaml.safe_load(path.read_text()) or {}
@@ -135,7 +135,7 @@ def add_key(path: Path, role: str, party: str | None, key_id: str) -> str:
     if role != "auditor":
         record["party"] = to_checksum_address(party)  # type: ignore[arg-type]
     data.setdefault("keys", []).append(record)
-    KeyRing(data["keys"])  # validate before writing
+    ApiKeys(data["keys"])  # validate before writing
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n") if path.suffix == ".json" else \
         path.write_text(yaml.safe_dump(data, sort_keys=False))

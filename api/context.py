@@ -16,7 +16,7 @@ from .adapters import engine as kpi
 from .adapters.chain import SCOPES, AgreementState, ChainView
 from .adapters.evidence import Evidence, EvidenceStore, IngestResult, connect, ping
 from .adapters.terms import Registry, Terms, canonical_dict, iso_utc, label_of, parse_terms, summary, terms_hash
-from .auth import KeyRing, Principal, audit_metadata
+from .auth import ApiKeys, Principal, audit_metadata
 from .errors import Conflict, Forbidden, status_of
 from .settings import ApiSettings
 
@@ -39,7 +39,7 @@ class ApiContext:
                                block_poll_s=settings.block_poll_s, timeout_s=settings.rpc_timeout_s)
         self.registry = Registry(settings.terms_store, settings.oracle_config)
         self.store = EvidenceStore(self.engine, self.registry, settings.bundle_store, poll_s=settings.block_poll_s)
-        self.keys = KeyRing.from_file(settings.keys_file)
+        self.keys = ApiKeys.from_file(settings.keys_file)
         self._measured: dict[Any, Any] = {}
         self._flights: dict[Any, threading.Lock] = {}
         self._lock = threading.Lock()
