@@ -18,17 +18,26 @@ from .adapters.evidence import Evidence, EvidenceStore, IngestResult, connect, p
 from .adapters.terms import Registry, Terms, canonical_dict, iso_utc, label_of, parse_terms, summary, terms_hash
 from .auth import ApiKeys, Principal, audit_metadata
 from .errors import Conflict, Forbidden, status_of
+from .models import (
+    AgreementDetail,
+    AgreementSummary,
+    Amount,
+    Burn,
+    CreateAgreement,
+    Created,
+    Forecast,
+    IngestOutcome,
+    Payout,
+    Readiness,
+    ReportOut,
+    SettledPeriod,
+    Status,
+    TermsResult,
+)
 from .settings import ApiSettings
 
 Compute = Callable[[Terms, Evidence, str, int], Any]  # (terms, evidence, label, as_of) -> cached value
-
-
-def amount(value: int, decimals: int | None) -> dict[str, str | None]:
-    """The Amount model: smallest units, and token units when the decimals are known."""
-    if decimals is None:
-        return {"raw": str(value), "units": None}
-    whole, frac = divmod(value, 10**decimals)
-    return {"raw": str(value), "units": f"{whole}.{frac:0{decimals}d}" if decimals else str(whole)}
+amount = Amount.of
 
 
 class ApiContext:
@@ -60,7 +69,7 @@ class ApiContext:
                             f"{state.address}: only its vendor {state.vendor} may")
         return state
 
-    def list_agreements(self, principal: Principal, vendor: str | None, customer: str | None) -> list[dict[str, Any]]:
+    def list_agreements(self, principal: Principal, vendor: str | None, customer: str | None) -> list[AgreementSummary]:
         if principal.role == "vendor":
             if vendor is not None and to_checksum_address(vendor) != principal.party:
                 return []
@@ -71,8 +80,8 @@ class ApiContext:
             customer = principal.party
         return self.chain.list_agreements(vendor, customer)
 
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Whether the chain and the database answer (the Readiness model); never raises."""
+    def readiness(self) -> Readiness:
+        """Whether the chain and the database answer; never raises."""
         chain: dict[str, object] = {"url": self.settings.rpc_url}
         database: dict[str, object] = {"dialect": self.engine.dialect.name}
         try:
@@ -85,20 +94,19 @@ class ApiContext:
             database["ok"] = True
         except Exception as exc:  # noqa: BLE001
             database |= {"ok": False, "error": type(exc).__name__}
-        ok = bool(chain["ok"] and database["ok"])
-        return ok, {"ready": ok, "chain": chain, "database": database}
+        return Readiness(ready=bool(chain["ok"] and database["ok"]), chain=chain, database=database)
 
     # ------------------------------------------------------------------ reads
 
     def _terms(self, state: AgreementState) -> Terms:
         return self.registry.terms(state.address, state.terms_hash)
 
-    def detail(self, state: AgreementState) -> dict[str, Any]:
+    def detail(self, state: AgreementState) -> AgreementDetail:
         d = state.asset_decimals
         c = state.config
         terms = self.registry.terms_or_none(state.address, state.terms_hash)
         scope_names = {v: k for k, v in SCOPES.items()}
-        return {
+        return AgreementDetail.model_validate({
             "address": state.address, "chain_id": self.chain.chain_id, "vendor": state.vendor,
             "customer": state.customer,
             "asset": {"address": state.asset, "symbol": state.asset_symbol, "decimals": d},
@@ -111,41 +119,47 @@ class ApiContext:
             "schedule": {
                 "monthly_fee": amount(c.monthly_fee, d), "credit_cap_bps": c.credit_cap_bps,
                 "site_fees": [amount(f, d) for f in c.site_fees],
+                # plain dicts: the schema declares these two lists' items as free-form objects
                 "objectives": [{"id": terms.objectives[i].id if terms else None, "scope": scope_names[o.scope],
-                                "device_fee": amount(o.device_fee, d),
+                                "device_fee": amount(o.device_fee, d).model_dump(),
                                 "tiers": [{"below_bps": b, "credit_bps": r} for b, r in o.tiers]}
                                for i, o in enumerate(c.objectives)],
                 "periods": [{"period": i, "label": label_of(terms, i), "start": iso_utc(c.period_bounds[i]),
                              "end": iso_utc(c.period_bounds[i + 1]), "settled": i < state.next_period}
                             for i in range(c.period_count)],
-                "max_credit_per_period": amount(c.max_credit_per_period(), d)}}
+                "max_credit_per_period": amount(c.max_credit_per_period(), d)}})
 
     def _label(self, state: AgreementState, period: int | None) -> str | None:
         return label_of(self.registry.terms_or_none(state.address, state.terms_hash), period)
 
-    def reports(self, state: AgreementState) -> list[dict[str, Any]]:
-        return [r | {"label": self._label(state, r["period"]), "credit": amount(r["credit"], state.asset_decimals)}
+    def reports(self, state: AgreementState) -> list[ReportOut]:
+        d = state.asset_decimals
+        return [ReportOut(period=r.period, label=self._label(state, r.period), payload=r.payload,
+                          attainments=r.attainments, digest=r.digest, signatures=r.signatures,
+                          credit=amount(r.credit, d), tx_hash=r.tx_hash, block=r.block, event=r.event)
                 for r in self.chain.reports(state)]
 
-    def payouts(self, state: AgreementState) -> list[dict[str, Any]]:
-        return [p | {"label": self._label(state, p["period"]), "amount": amount(p["amount"], state.asset_decimals)}
+    def payouts(self, state: AgreementState) -> list[Payout]:
+        d = state.asset_decimals
+        return [Payout(kind=p.kind, event=p.event, period=p.period, label=self._label(state, p.period),
+                       amount=amount(p.amount, d), to=p.to, tx_hash=p.tx_hash, block=p.block, log_index=p.log_index)
                 for p in self.chain.payouts(state)]
 
-    def settled(self, state: AgreementState) -> list[dict[str, Any]]:
+    def settled(self, state: AgreementState) -> list[SettledPeriod]:
         paid: dict[int, int] = {}
         for p in self.chain.payouts(state):
-            if p["kind"] == "paid" and p["period"] is not None:
-                paid[p["period"]] = paid.get(p["period"], 0) + p["amount"]
+            if p.kind == "paid" and p.period is not None:
+                paid[p.period] = paid.get(p.period, 0) + p.amount
         d = state.asset_decimals
-        return [{"period": r["period"], "label": self._label(state, r["period"]), "credit": amount(r["credit"], d),
-                 "paid": amount(paid.get(r["period"], 0), d), "tx_hash": r["tx_hash"], "block": r["block"]}
+        return [SettledPeriod(period=r.period, label=self._label(state, r.period), credit=amount(r.credit, d),
+                              paid=amount(paid.get(r.period, 0), d), tx_hash=r.tx_hash, block=r.block)
                 for r in self.chain.reports(state)]
 
     def evidence_bundle(self, state: AgreementState, period: int) -> tuple[str, bytes]:
         """(file name, zip bytes) of a closed period's evidence bundle; 404 when there is none here."""
         if period >= state.period_count:
             raise HTTPException(404, f"agreement {state.address} has periods 0..{state.period_count - 1}")
-        root = next((r["payload"]["evidenceRoot"] for r in self.chain.reports(state) if r["period"] == period), None)
+        root = next((r.payload["evidenceRoot"] for r in self.chain.reports(state) if r.period == period), None)
         bundle = self.store.bundle(state.address, period, root)
         if bundle is None:
             raise HTTPException(404, f"period {period} has no evidence bundle here (not closed yet, or closed by "
@@ -191,28 +205,29 @@ class ApiContext:
     def _currency(self, state: AgreementState) -> str:
         return state.asset_symbol or self._terms(state).currency_symbol
 
-    def month_to_date(self, state: AgreementState, as_of: int | None) -> dict[str, Any]:
-        """The Status model: the period's KPIs up to `as_of` (default: now), and the settled periods."""
+    def month_to_date(self, state: AgreementState, as_of: int | None) -> Status:
+        """The period's KPIs up to `as_of` (default: now), and the settled periods."""
         s = self._measure("month_to_date", state, as_of, kpi.month_to_date)
         d = self._decimals(state)
         objectives = [o | {"results": [r | {"credit": amount(r["credit"], d)} for r in o["results"]]}
                       for o in s["objectives"]]
-        return s | {"agreement": state.address, "objectives": objectives,
-                    "credit_so_far": amount(s["credit_so_far"], d), "currency": self._currency(state),
-                    "settled": self.settled(state)}
+        return Status.model_validate(s | {
+            "agreement": state.address, "objectives": objectives, "credit_so_far": amount(s["credit_so_far"], d),
+            "currency": self._currency(state), "settled": self.settled(state)})
 
-    def burn(self, state: AgreementState, as_of: int | None, sims: int | None = None) -> dict[str, Any]:
+    def burn(self, state: AgreementState, as_of: int | None, sims: int | None = None) -> Burn:
         """The burn series; with `sims`, each subject's forecast band to period end as well."""
         b: dict[str, Any] = self._measure("burn", state, as_of, kpi.burn_series)
         if sims is None:
-            return b
+            return Burn.model_validate(b)
         subjects = [(o["id"], s["subject"]) for o in b["objectives"] for s in o["series"]]
         bands = self._measure(("band", sims), state, as_of, lambda t, e, label, at: kpi.burn_bands(
             t, e, label, at, sims, subjects), history_s=kpi.HISTORY_S)
-        return b | {"objectives": [o | {"series": [s | {"forecast": bands[o["id"], s["subject"]]} for s in o["series"]]}
-                                   for o in b["objectives"]]}
+        return Burn.model_validate(b | {"objectives": [
+            o | {"series": [s | {"forecast": bands[o["id"], s["subject"]]} for s in o["series"]]}
+            for o in b["objectives"]]})
 
-    def forecast(self, state: AgreementState, as_of: int | None, sims: int) -> dict[str, Any]:
+    def forecast(self, state: AgreementState, as_of: int | None, sims: int) -> Forecast:
         f = self._measure(("forecast", sims), state, as_of,
                           lambda t, e, label, at: kpi.forecast_view(t, e, label, at, sims), history_s=kpi.HISTORY_S)
         d = self._decimals(state)
@@ -220,12 +235,12 @@ class ApiContext:
                                              "credit_if_missed": amount(r["credit_if_missed"], d)}
                                        for r in o["results"]]} for o in f["objectives"]]
         priorities = [p | {"expected_credit_saved": amount(p["expected_credit_saved"], d)} for p in f["priorities"]]
-        return f | {"agreement": state.address, "currency": self._currency(state), "objectives": objectives,
-                    "priorities": priorities}
+        return Forecast.model_validate(f | {"agreement": state.address, "currency": self._currency(state),
+                                            "objectives": objectives, "priorities": priorities})
 
     # ------------------------------------------------------------------ writes
 
-    def register_terms(self, state: AgreementState, text: str) -> dict[str, Any]:
+    def register_terms(self, state: AgreementState, text: str) -> TermsResult:
         terms = parse_terms(text)
         if terms_hash(terms) != state.terms_hash:
             raise Conflict(f"these terms hash to {terms_hash(terms)}; agreement {state.address} was made for "
@@ -233,24 +248,24 @@ class ApiContext:
         self.registry.store(text)
         return summary(terms)
 
-    def create(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+    def create(self, principal: Principal, body: CreateAgreement) -> Created:
         if principal.party is None:
             raise Forbidden("only a vendor key may create agreements")
-        terms = parse_terms(body["terms"])
-        factory = body.get("factory") or (self.settings.factories[0] if self.settings.factories else None)
+        terms = parse_terms(body.terms)
+        factory = body.factory or (self.settings.factories[0] if self.settings.factories else None)
         if factory is None:
             raise Conflict("no factory configured (SLACOMP_API_FACTORIES) and none given")
         created = self.chain.create(terms, vendor=principal.party, keystore=principal.keystore, factory=factory,
-                                    customer=body["customer"], asset=body["asset"], oracles=body["oracles"],
-                                    threshold=body["threshold"])
-        self.registry.store(body["terms"])
-        return {"address": created.address, "vendor": principal.party, "customer": created.customer,
-                "terms_hash": terms_hash(terms), "tx_hash": created.tx_hash, "block": created.block,
-                "gas_used": created.gas_used}
+                                    customer=body.customer, asset=body.asset, oracles=body.oracles,
+                                    threshold=body.threshold)
+        self.registry.store(body.terms)
+        return Created(address=created.address, vendor=principal.party, customer=created.customer,
+                       terms_hash=terms_hash(terms), tx_hash=created.tx_hash, block=created.block,
+                       gas_used=created.gas_used)
 
     def ingest(self, address: str, principal: Principal, kind: str, rows: list[dict[str, Any]],
-               errors: list[dict[str, Any]], positions: list[int]) -> dict[str, Any]:
-        """Ingest a parsed batch (the IngestOutcome model): the oracle's per-row problems are
+               errors: list[dict[str, Any]], positions: list[int]) -> IngestOutcome:
+        """Ingest a parsed batch: the oracle's per-row problems are
         reported at their position in the batch, beside the rows the parser already refused."""
         state = self.writable(address, principal)
         terms = self._terms(state)
@@ -259,12 +274,13 @@ class ApiContext:
 
 
 def _outcome(kind: str, n: int, result: IngestResult | None, errors: list[dict[str, Any]],
-             positions: list[int]) -> dict[str, Any]:
+             positions: list[int]) -> IngestOutcome:
     problems = [{"row": positions[line - 1] if 0 < line <= len(positions) else line, "field": field,
                  "reason": reason} for line, field, reason in (result.problems if result else [])]
     base: dict[str, Any] = {"accepted": 0, "duplicates": 0, "quarantined": 0, "late": 0, "released": 0,
                             "skipped": False}
     if result is not None:
         base = {k: getattr(result, k) for k in base}
-    return {"kind": kind, "rows": n, **base, "errors": sorted(errors + problems, key=lambda e: e["row"])}
+    return IngestOutcome.model_validate(
+        {"kind": kind, "rows": n, **base, "errors": sorted(errors + problems, key=lambda e: e["row"])})
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import requests
 from eth_utils import to_checksum_address
@@ -32,8 +32,10 @@ from oracle.chain.signing import unpack_signatures
 from oracle.core.terms import Terms
 from oracle.verify.customer import DEBT_PERIOD, agreement_logs, recover_signers
 
-__all__ = ["SCOPES", "AgreementState", "ChainUnavailable", "ChainView", "ConfigNotFound", "Created", "Event",
-           "FactoryRefused", "UnknownAgreement"]
+from ..models import AgreementSummary, Signature
+
+__all__ = ["SCOPES", "AcceptedReport", "AgreementState", "ChainUnavailable", "ChainView", "ConfigNotFound", "Deployed",
+           "Event", "FactoryRefused", "PayoutEntry", "UnknownAgreement"]
 
 T = TypeVar("T")
 ERC20_ABI = [
@@ -61,7 +63,7 @@ class FactoryRefused(ValueError):
 
 
 @dataclass(frozen=True)
-class Created:
+class Deployed:
     """An agreement this service created: its address, customer and the transaction."""
 
     address: str
@@ -77,6 +79,36 @@ class Event:
     args: dict[str, Any]
     block: int
     tx_hash: str
+    log_index: int
+
+
+@dataclass(frozen=True)
+class AcceptedReport:
+    """An accepted report as the chain holds it: the signed EIP-712 payload, its digest, the
+    signatures with the oracles they recover to, the credit (smallest units) and the event."""
+
+    period: int
+    payload: dict[str, Any]
+    attainments: list[list[int]]
+    digest: str
+    signatures: list[Signature]
+    credit: int
+    tx_hash: str
+    block: int
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PayoutEntry:
+    """One payout, claimable (deferred), claim, debt or repayment event; amount in smallest units."""
+
+    kind: Literal["paid", "claimable", "claimed", "debt", "debt_repaid"]
+    event: str
+    period: int | None
+    amount: int
+    to: str | None
+    tx_hash: str
+    block: int
     log_index: int
 
 
@@ -176,13 +208,13 @@ class ChainView:
 
     # ------------------------------------------------------------------ reads
 
-    def list_agreements(self, vendor: str | None = None, customer: str | None = None) -> list[dict[str, Any]]:
+    def list_agreements(self, vendor: str | None = None, customer: str | None = None) -> list[AgreementSummary]:
         """Agreements created by the known factories (any emitter when none is configured),
         optionally filtered by the indexed vendor / customer topics."""
         def topic(a: str | None) -> str | None:
             return None if a is None else "0x" + bytes.fromhex(to_checksum_address(a)[2:]).rjust(32, b"\0").hex()
 
-        def fetch() -> list[dict[str, Any]]:
+        def fetch() -> list[AgreementSummary]:
             flt: dict[str, Any] = {"fromBlock": self.from_block, "toBlock": "latest",
                                    "topics": [event_topic("AgreementFactory", "AgreementCreated"), topic(vendor),
                                               topic(customer)]}
@@ -194,13 +226,11 @@ class ChainView:
                 t = log["topics"]
                 if len(t) != 4:
                     continue
-                out.append({"address": to_checksum_address(bytes(t[3])[12:]),
-                            "vendor": to_checksum_address(bytes(t[1])[12:]),
-                            "customer": to_checksum_address(bytes(t[2])[12:]),
-                            "factory": to_checksum_address(log["address"]),
-                            "terms_hash": "0x" + bytes(log["data"])[:32].hex(),
-                            "block": int(log["blockNumber"]),
-                            "tx_hash": _hex(log["transactionHash"])})
+                out.append(AgreementSummary(
+                    address=to_checksum_address(bytes(t[3])[12:]), vendor=to_checksum_address(bytes(t[1])[12:]),
+                    customer=to_checksum_address(bytes(t[2])[12:]), factory=to_checksum_address(log["address"]),
+                    terms_hash="0x" + bytes(log["data"])[:32].hex(), block=int(log["blockNumber"]),
+                    tx_hash=_hex(log["transactionHash"])))
             return out
 
         return self._cached(("list", vendor, customer), fetch)
@@ -258,12 +288,12 @@ class ChainView:
 
     # ------------------------------------------------------------------ derived
 
-    def reports(self, state: AgreementState) -> list[dict[str, Any]]:
+    def reports(self, state: AgreementState) -> list[AcceptedReport]:
         """Every accepted report: the signed EIP-712 payload, its digest, the signatures with the
         oracles they recover to, tx hash, block and the decoded event (cached per block)."""
         return self._cached(("reports", state.address, len(state.events)), lambda: self._reports(state))
 
-    def _reports(self, state: AgreementState) -> list[dict[str, Any]]:
+    def _reports(self, state: AgreementState) -> list[AcceptedReport]:
         out = []
         for e in state.events:
             if e.name != "ReportAccepted":
@@ -277,40 +307,38 @@ class ChainView:
             report = Report(int(a["period"]), bytes(a["termsHash"]), bytes(a["evidenceRoot"]),
                             tuple(map(tuple, attainments)))
             recovered = dict(recover_signers(report, self.chain_id, state.address, raw_sigs))
-            out.append({
-                "period": int(a["period"]),
-                "payload": {"period": int(a["period"]), "termsHash": _hex(a["termsHash"]),
-                            "evidenceRoot": _hex(a["evidenceRoot"]), "attainments": _hex(raw_att)},
-                "attainments": attainments,
-                "digest": "0x" + report.digest(self.chain_id, state.address).hex(),
-                "signatures": [{"oracle_index": i, "signature": "0x" + sig.hex(), "signer": recovered.get(i)}
-                               for i, sig in unpack_signatures(raw_sigs)],
-                "credit": int(a["credit"]),
-                "tx_hash": e.tx_hash, "block": e.block,
-                "event": {"name": e.name, "args": {k: _hex(v) for k, v in a.items()}},
-            })
+            out.append(AcceptedReport(
+                period=int(a["period"]),
+                payload={"period": int(a["period"]), "termsHash": _hex(a["termsHash"]),
+                         "evidenceRoot": _hex(a["evidenceRoot"]), "attainments": _hex(raw_att)},
+                attainments=attainments,
+                digest="0x" + report.digest(self.chain_id, state.address).hex(),
+                signatures=[Signature(oracle_index=i, signature="0x" + sig.hex(), signer=recovered.get(i))
+                            for i, sig in unpack_signatures(raw_sigs)],
+                credit=int(a["credit"]),
+                tx_hash=e.tx_hash, block=e.block,
+                event={"name": e.name, "args": {k: _hex(v) for k, v in a.items()}},
+            ))
         return out
 
-    def payouts(self, state: AgreementState) -> list[dict[str, Any]]:
+    def payouts(self, state: AgreementState) -> list[PayoutEntry]:
         """Every payout, claimable (deferred), claim, debt and repayment entry in chain order."""
-        kinds = {"CreditPaid": "paid", "CreditDeferred": "claimable", "Claimed": "claimed",
+        kinds: dict[str, Any] = {"CreditPaid": "paid", "CreditDeferred": "claimable", "Claimed": "claimed",
                  "DebtRecorded": "debt", "DebtRepaid": "debt_repaid"}
         out = []
         for e in state.events:
             if e.name not in kinds:
                 continue
             period = e.args.get("period")
-            out.append({"kind": kinds[e.name], "event": e.name,
-                        "period": None if period is None or period == DEBT_PERIOD else int(period),
-                        "amount": int(e.args["amount"]), "to": e.args.get("to") or e.args.get("customer"),
-                        "tx_hash": e.tx_hash, "block": e.block, "log_index": e.log_index})
+            period = None if period is None or period == DEBT_PERIOD else int(period)
+            out.append(PayoutEntry(kinds[e.name], e.name, period, int(e.args["amount"]),
+                                   e.args.get("to") or e.args.get("customer"), e.tx_hash, e.block, e.log_index))
         return out
-
 
     # ------------------------------------------------------------------ the one write
 
     def create(self, terms: Terms, *, vendor: str, keystore: Path | None, factory: str, customer: str, asset: str,
-               oracles: list[str], threshold: int) -> Created:
+               oracles: list[str], threshold: int) -> Deployed:
         """Deploy an agreement under `terms` through `factory`, sent by the vendor's node account
         (or its keystore); FactoryRefused names the field when the factory reverts."""
         config = config_from_terms(terms, customer=customer, asset=asset, oracles=oracles, threshold=threshold)
@@ -324,6 +352,6 @@ class ChainView:
             field = "threshold" if "OracleSet" in exc.error else "terms"
             raise FactoryRefused(field, f"the factory refused the agreement: {exc.error}") from None
         self.invalidate()
-        return Created(agreement.address, config.customer, "0x" + bytes(receipt["transactionHash"]).hex(),
+        return Deployed(agreement.address, config.customer, "0x" + bytes(receipt["transactionHash"]).hex(),
                        int(receipt["blockNumber"]), int(receipt["gasUsed"]))
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from oracle.core.calendar import iso_utc
 from oracle.core.period import Period, periods
 from oracle.core.terms import Terms, TermsError, canonical_bytes, canonical_dict, load_terms, parse_terms, terms_hash
 from oracle.node.settings import load_settings
+
+from ..models import TermsResult
 
 __all__ = ["Period", "Registry", "Terms", "TermsError", "TermsUnknown", "canonical_dict", "iso_utc", "label_of",
            "parse_terms", "periods", "summary", "terms_hash"]
@@ -21,11 +22,12 @@ class TermsUnknown(LookupError):
     """This service holds no terms file for the agreement (register it first)."""
 
 
-def summary(terms: Terms) -> dict[str, Any]:
-    """A terms file's canonical form, termsHash and periods (the TermsResult model)."""
-    return {"agreement": terms.agreement, "terms_hash": terms_hash(terms),
-            "canonical": canonical_bytes(terms).decode(), "normalized": canonical_dict(terms),
-            "periods": [{"label": p.label, "start": iso_utc(p.start), "end": iso_utc(p.end)} for p in periods(terms)]}
+def summary(terms: Terms) -> TermsResult:
+    """A terms file's canonical form, termsHash and periods."""
+    return TermsResult(agreement=terms.agreement, terms_hash=terms_hash(terms),
+                       canonical=canonical_bytes(terms).decode(), normalized=canonical_dict(terms),
+                       periods=[{"label": p.label, "start": iso_utc(p.start), "end": iso_utc(p.end)}
+                                for p in periods(terms)])
 
 
 def label_of(terms: Terms | None, index: int | None) -> str | None:

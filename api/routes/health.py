@@ -19,5 +19,5 @@ def health() -> dict[str, str]:
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}},
             summary="Chain and database reachable")
 def ready(ctx: ApiContext = Depends(get_ctx)) -> JSONResponse:
-    ok, body = ctx.readiness()
-    return JSONResponse(body, status_code=200 if ok else 503)
+    readiness = ctx.readiness()
+    return JSONResponse(readiness.model_dump(), status_code=200 if readiness.ready else 503)

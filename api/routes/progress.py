@@ -3,7 +3,7 @@ error budget burn with its forecast band, and the period's forecast (Monte Carlo
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
@@ -35,7 +35,7 @@ def _epoch(as_of: datetime | None) -> int | None:
             summary="Month-to-date KPIs per objective and subject, error budget, burn rate, settled periods",
             name="status")  # the route's name keeps its OpenAPI operationId
 async def month_to_date(address: AddressPath, as_of: AsOf = None, who: Principal = Depends(principal),
-                 ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+                 ctx: ApiContext = Depends(get_ctx)) -> Status:
     at = _epoch(as_of)
     return await run_in_threadpool(lambda: ctx.month_to_date(ctx.agreement(address, who), at))
 
@@ -45,7 +45,7 @@ async def month_to_date(address: AddressPath, as_of: AsOf = None, who: Principal
 def burn(address: AddressPath, as_of: AsOf = None,
          forecast: Annotated[bool, Query(description="add each subject's forecast band to period end")] = False,
          sims: Sims = DEFAULT_SIMS, who: Principal = Depends(principal),
-         ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+         ctx: ApiContext = Depends(get_ctx)) -> Burn:
     return ctx.burn(ctx.agreement(address, who), _epoch(as_of), sims if forecast else None)
 
 
@@ -53,6 +53,6 @@ def burn(address: AddressPath, as_of: AsOf = None,
             summary="Forecast of the period's end: P(meet), 90% interval of attainment, expected credit per "
                     "objective and subject, and the open faults to fix first")
 async def forecast(address: AddressPath, as_of: AsOf = None, sims: Sims = DEFAULT_SIMS,
-                   who: Principal = Depends(principal), ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+                   who: Principal = Depends(principal), ctx: ApiContext = Depends(get_ctx)) -> Forecast:
     at = _epoch(as_of)
     return await run_in_threadpool(lambda: ctx.forecast(ctx.agreement(address, who), at, sims))

@@ -98,7 +98,7 @@ def parse_rows(body: bytes, content_type: str, kind: str) -> tuple[Rows, Rows, l
                                  422: {"model": Error}},
              summary="Ingest events, inventory, exclusions or tickets (JSON or CSV)")
 async def ingest(address: AddressPath, kind: Kind, request: Request, who: Principal = Depends(vendor_writer),
-                 ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+                 ctx: ApiContext = Depends(get_ctx)) -> IngestOutcome:
     settings = ctx.settings
     body = await _read_limited(request, settings.max_body_bytes)
     rows, errors, positions = parse_rows(body, request.headers.get("content-type", ""), kind)
@@ -108,6 +108,6 @@ async def ingest(address: AddressPath, kind: Kind, request: Request, who: Princi
     if not rows and not errors:
         raise _invalid("no rows")
     out = await run_in_threadpool(ctx.ingest, address, who, kind, rows, errors, positions)
-    request.state.audit = {k: out[k] for k in ("kind", "rows", "accepted", "quarantined", "duplicates")}
+    request.state.audit = {k: getattr(out, k) for k in ("kind", "rows", "accepted", "quarantined", "duplicates")}
     return out
 

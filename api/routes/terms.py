@@ -1,8 +1,6 @@
 """Terms files: validate (canonical form and termsHash, or the offending field)."""
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 
 from ..adapters.terms import parse_terms, summary
@@ -15,5 +13,5 @@ router = APIRouter(prefix="/v1/terms", tags=["terms"])
 
 @router.post("/validate", response_model=TermsResult, responses={422: {"model": Error}},
              summary="Validate a terms file; returns its canonical form and termsHash")
-def validate(body: TermsBody, _: Principal = Depends(principal)) -> dict[str, Any]:
+def validate(body: TermsBody, _: Principal = Depends(principal)) -> TermsResult:
     return summary(parse_terms(body.terms))
