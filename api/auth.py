@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from eth_utils import is_address, to_checksum_address
+from eth_utils.address import is_address, to_checksum_address
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
 from sqlalchemy.engine import Engine
 
@@ -133,7 +133,8 @@ def add_key(path: Path, role: str, party: str | None, key_id: str) -> str:
     token = new_key()
     record: dict[str, Any] = {"id": key_id, "role": role, "sha256": hash_key(token)}
     if role != "auditor":
-        record["party"] = to_checksum_address(party)  # type: ignore[arg-type]
+        assert party is not None  # checked above
+        record["party"] = to_checksum_address(party)
     data.setdefault("keys", []).append(record)
     ApiKeys(data["keys"])  # validate before writing
     path.parent.mkdir(parents=True, exist_ok=True)

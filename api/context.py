@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 from fastapi import HTTPException
 from sqlalchemy.engine import Engine
 

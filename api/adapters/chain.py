@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import requests
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 from web3 import Web3
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3Exception
+from web3.types import FilterParams
 
 from oracle.chain.abi import ChainError, contract, create_agreement, event_topic
 from oracle.chain.config import (
@@ -220,7 +221,7 @@ class ChainView:
                                               topic(customer)]}
             if self.factories:
                 flt["address"] = list(self.factories)
-            logs = self._rpc("eth_getLogs", lambda: self.w3.eth.get_logs(flt))
+            logs = self._rpc("eth_getLogs", lambda: self.w3.eth.get_logs(cast(FilterParams, flt)))
             out = []
             for log in logs:
                 t = log["topics"]
@@ -240,7 +241,7 @@ class ChainView:
         return self._cached(("agreement", address), lambda: self._read_agreement(address))
 
     def _read_agreement(self, address: str) -> AgreementState:
-        code = self._rpc("eth_getCode", lambda: self.w3.eth.get_code(address))
+        code = self._rpc("eth_getCode", lambda: self.w3.eth.get_code(to_checksum_address(address)))
         if not code:
             raise UnknownAgreement(f"no contract at {address}")
         c = contract(self.w3, "Agreement", address)
@@ -274,7 +275,7 @@ class ChainView:
         if int(asset, 16) == 0:
             return "ETH", 18
         if asset not in self._assets:
-            token = self.w3.eth.contract(address=asset, abi=ERC20_ABI)
+            token = self.w3.eth.contract(address=to_checksum_address(asset), abi=cast(Any, ERC20_ABI))
             try:
                 symbol = str(self._rpc("symbol", token.functions.symbol().call))
             except (Web3Exception, ValueError):

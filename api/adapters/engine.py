@@ -81,9 +81,9 @@ def month_to_date(terms: Terms, evidence: Evidence, label: str, as_of: int) -> d
 def summarize(result: PeriodResult) -> dict[str, Any]:
     assert result.as_of is not None
     elapsed = result.as_of - result.start
-    objectives = []
+    objectives: list[dict[str, Any]] = []
     for o in result.objectives:
-        rows = []
+        rows: list[dict[str, Any]] = []
         for r in o.results:
             total = budget_allowed(o.target_bps, r.expected_counted_s or 0)
             rows.append({

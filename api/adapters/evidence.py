@@ -67,7 +67,7 @@ class EvidenceStore:
                 db.reports.c.agreement == key, db.reports.c.bundle_id.is_not(None))).scalar()
         if last is None:
             return None
-        return periods(terms)[last].end
+        return periods(terms)[int(last)].end
 
     def ingest(self, address: str, terms: Terms, kind: str, rows: list[dict[str, Any]], origin: str) -> IngestResult:
         key = self.registry.key(address)

@@ -78,18 +78,20 @@ def parse_rows(body: bytes, content_type: str, kind: str) -> tuple[Rows, Rows, l
         missing = [c for c in columns(kind)[:1] if c not in header]
         if missing:
             raise _invalid(f"CSV header lacks {', '.join(missing)} (columns: {', '.join(columns(kind))})")
-        rows, errors, positions = [], [], []
+        parsed: Rows = []
+        errors: Rows = []
+        positions: list[int] = []
         for cells in reader:
             if not any(c.strip() for c in cells):
                 continue
-            position = len(rows) + len(errors) + 1
+            position = len(parsed) + len(errors) + 1
             if len(cells) != len(header):
                 errors.append({"row": position, "field": "(row)",
                                "reason": f"has {len(cells)} fields, the header has {len(header)}"})
                 continue
-            rows.append(dict(zip(header, cells)))
+            parsed.append(dict(zip(header, cells)))
             positions.append(position)
-        return rows, errors, positions
+        return parsed, errors, positions
     raise HTTPException(415, f"unsupported content type {media!r}: use application/json or text/csv")
 
 
