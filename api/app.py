@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from . import dashboard
 from .context import ApiContext
-from .errors import DOMAIN_ERRORS, status_of
+from .errors import DOMAIN_ERRORS, http_error
 from .routes import agreements, health, progress, telemetry, terms
 from .settings import ApiSettings, load_api_settings
 
@@ -31,7 +31,7 @@ def create_app(settings: ApiSettings | None = None, ctx: ApiContext | None = Non
     app.state.ctx = ctx or ApiContext(settings or load_api_settings())
 
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
-        code, detail = status_of(exc)
+        code, detail = http_error(exc)
         if code == 500:
             log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"detail": detail}, status_code=code)

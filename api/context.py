@@ -17,7 +17,7 @@ from .adapters.chain import SCOPES, AgreementState, ChainView
 from .adapters.evidence import Evidence, EvidenceStore, IngestResult, connect, ping
 from .adapters.terms import Registry, Terms, canonical_dict, iso_utc, label_of, parse_terms, summary, terms_hash
 from .auth import ApiKeys, Principal, audit_metadata
-from .errors import Conflict, Forbidden, status_of
+from .errors import Conflict, Forbidden, http_error
 from .models import (
     AgreementDetail,
     AgreementSummary,
@@ -87,7 +87,7 @@ class ApiContext:
         try:
             chain |= {"ok": True, "block": self.chain.block(), "chain_id": self.chain.chain_id}
         except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
-            code, detail = status_of(exc)
+            code, detail = http_error(exc)
             chain |= {"ok": False, "error": str(detail) if code != 500 else type(exc).__name__}
         try:
             ping(self.engine)

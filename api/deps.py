@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from .auth import Principal, record_write
 from .context import ApiContext
-from .errors import status_of
+from .errors import http_error
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
 bearer = HTTPBearer(auto_error=False, description="the same API key as a bearer token")
@@ -44,7 +44,7 @@ def vendor_writer(request: Request, who: Principal = Depends(principal),
     try:
         yield who
     except BaseException as exc:
-        code, detail = status_of(exc)
+        code, detail = http_error(exc)
         record_write(ctx.engine, who, *where, code, {"error": detail})
         raise
     else:

@@ -61,7 +61,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, Detail]] = {
 }
 
 
-def status_of(exc: BaseException) -> tuple[int, Any]:
+def http_error(exc: BaseException) -> tuple[int, Any]:
     """(HTTP status, detail) of an error; (500, ...) for anything unexpected."""
     if isinstance(exc, HTTPException):
         return exc.status_code, exc.detail
