@@ -37,7 +37,6 @@ from .models import (
 from .settings import ApiSettings
 
 Compute = Callable[[Terms, Evidence, str, int], Any]  # (terms, evidence, label, as_of) -> cached value
-amount = Amount.of
 
 
 class ApiContext:
@@ -110,24 +109,24 @@ class ApiContext:
             "address": state.address, "chain_id": self.chain.chain_id, "vendor": state.vendor,
             "customer": state.customer,
             "asset": {"address": state.asset, "symbol": state.asset_symbol, "decimals": d},
-            "escrow_balance": amount(state.escrow_balance, d), "reserve": amount(state.reserve, d),
-            "withdrawable": amount(state.withdrawable, d), "claimable": amount(state.claimable, d),
-            "debt": amount(state.debt, d), "next_period": state.next_period, "period_count": state.period_count,
+            "escrow_balance": Amount.of(state.escrow_balance, d), "reserve": Amount.of(state.reserve, d),
+            "withdrawable": Amount.of(state.withdrawable, d), "claimable": Amount.of(state.claimable, d),
+            "debt": Amount.of(state.debt, d), "next_period": state.next_period, "period_count": state.period_count,
             "oracles": {"oracles": list(c.oracles), "threshold": c.threshold},
             "terms_hash": state.terms_hash, "terms": canonical_dict(terms) if terms else None,
             "key": self.registry.key(state.address),
             "schedule": {
-                "monthly_fee": amount(c.monthly_fee, d), "credit_cap_bps": c.credit_cap_bps,
-                "site_fees": [amount(f, d) for f in c.site_fees],
+                "monthly_fee": Amount.of(c.monthly_fee, d), "credit_cap_bps": c.credit_cap_bps,
+                "site_fees": [Amount.of(f, d) for f in c.site_fees],
                 # plain dicts: the schema declares these two lists' items as free-form objects
                 "objectives": [{"id": terms.objectives[i].id if terms else None, "scope": scope_names[o.scope],
-                                "device_fee": amount(o.device_fee, d).model_dump(),
+                                "device_fee": Amount.of(o.device_fee, d).model_dump(),
                                 "tiers": [{"below_bps": b, "credit_bps": r} for b, r in o.tiers]}
                                for i, o in enumerate(c.objectives)],
                 "periods": [{"period": i, "label": label_of(terms, i), "start": iso_utc(c.period_bounds[i]),
                              "end": iso_utc(c.period_bounds[i + 1]), "settled": i < state.next_period}
                             for i in range(c.period_count)],
-                "max_credit_per_period": amount(c.max_credit_per_period(), d)}})
+                "max_credit_per_period": Amount.of(c.max_credit_per_period(), d)}})
 
     def _label(self, state: AgreementState, period: int | None) -> str | None:
         return label_of(self.registry.terms_or_none(state.address, state.terms_hash), period)
@@ -136,13 +135,13 @@ class ApiContext:
         d = state.asset_decimals
         return [ReportOut(period=r.period, label=self._label(state, r.period), payload=r.payload,
                           attainments=r.attainments, digest=r.digest, signatures=r.signatures,
-                          credit=amount(r.credit, d), tx_hash=r.tx_hash, block=r.block, event=r.event)
+                          credit=Amount.of(r.credit, d), tx_hash=r.tx_hash, block=r.block, event=r.event)
                 for r in self.chain.reports(state)]
 
     def payouts(self, state: AgreementState) -> list[Payout]:
         d = state.asset_decimals
         return [Payout(kind=p.kind, event=p.event, period=p.period, label=self._label(state, p.period),
-                       amount=amount(p.amount, d), to=p.to, tx_hash=p.tx_hash, block=p.block, log_index=p.log_index)
+                       amount=Amount.of(p.amount, d), to=p.to, tx_hash=p.tx_hash, block=p.block, log_index=p.log_index)
                 for p in self.chain.payouts(state)]
 
     def settled(self, state: AgreementState) -> list[SettledPeriod]:
@@ -151,8 +150,8 @@ class ApiContext:
             if p.kind == "paid" and p.period is not None:
                 paid[p.period] = paid.get(p.period, 0) + p.amount
         d = state.asset_decimals
-        return [SettledPeriod(period=r.period, label=self._label(state, r.period), credit=amount(r.credit, d),
-                              paid=amount(paid.get(r.period, 0), d), tx_hash=r.tx_hash, block=r.block)
+        return [SettledPeriod(period=r.period, label=self._label(state, r.period), credit=Amount.of(r.credit, d),
+                              paid=Amount.of(paid.get(r.period, 0), d), tx_hash=r.tx_hash, block=r.block)
                 for r in self.chain.reports(state)]
 
     def evidence_bundle(self, state: AgreementState, period: int) -> tuple[str, bytes]:
@@ -209,10 +208,10 @@ class ApiContext:
         """The period's KPIs up to `as_of` (default: now), and the settled periods."""
         s = self._measure("month_to_date", state, as_of, kpi.month_to_date)
         d = self._decimals(state)
-        objectives = [o | {"results": [r | {"credit": amount(r["credit"], d)} for r in o["results"]]}
+        objectives = [o | {"results": [r | {"credit": Amount.of(r["credit"], d)} for r in o["results"]]}
                       for o in s["objectives"]]
         return Status.model_validate(s | {
-            "agreement": state.address, "objectives": objectives, "credit_so_far": amount(s["credit_so_far"], d),
+            "agreement": state.address, "objectives": objectives, "credit_so_far": Amount.of(s["credit_so_far"], d),
             "currency": self._currency(state), "settled": self.settled(state)})
 
     def burn(self, state: AgreementState, as_of: int | None, sims: int | None = None) -> Burn:
@@ -231,10 +230,10 @@ class ApiContext:
         f = self._measure(("forecast", sims), state, as_of,
                           lambda t, e, label, at: kpi.forecast_view(t, e, label, at, sims), history_s=kpi.HISTORY_S)
         d = self._decimals(state)
-        objectives = [o | {"results": [r | {"expected_credit": amount(r["expected_credit"], d),
-                                             "credit_if_missed": amount(r["credit_if_missed"], d)}
+        objectives = [o | {"results": [r | {"expected_credit": Amount.of(r["expected_credit"], d),
+                                             "credit_if_missed": Amount.of(r["credit_if_missed"], d)}
                                        for r in o["results"]]} for o in f["objectives"]]
-        priorities = [p | {"expected_credit_saved": amount(p["expected_credit_saved"], d)} for p in f["priorities"]]
+        priorities = [p | {"expected_credit_saved": Amount.of(p["expected_credit_saved"], d)} for p in f["priorities"]]
         return Forecast.model_validate(f | {"agreement": state.address, "currency": self._currency(state),
                                             "objectives": objectives, "priorities": priorities})
 
