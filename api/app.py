@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 
 from . import dashboard
 from .context import ApiContext
-from .deps import status_of
-from .routes import agreements, health, status, telemetry, terms
+from .errors import DOMAIN_ERRORS, http_error
+from .routes import agreements, health, progress, telemetry, terms
 from .settings import ApiSettings, load_api_settings
 
 log = logging.getLogger("slacomp.api")
@@ -31,12 +31,12 @@ def create_app(settings: ApiSettings | None = None, ctx: ApiContext | None = Non
     app.state.ctx = ctx or ApiContext(settings or load_api_settings())
 
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
-        code, detail = status_of(exc)
+        code, detail = http_error(exc)
         if code == 500:
             log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"detail": detail}, status_code=code)
 
-    for exc_type in _domain_errors():
+    for exc_type in DOMAIN_ERRORS:
         app.add_exception_handler(exc_type, domain_error)
 
     async def validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -49,25 +49,11 @@ def create_app(settings: ApiSettings | None = None, ctx: ApiContext | None = Non
         return JSONResponse({"detail": errors}, status_code=422)
 
     app.add_exception_handler(RequestValidationError, validation_error)
-    for router in (health.router, terms.router, agreements.router, status.router, telemetry.router,
+    for router in (health.router, terms.router, agreements.router, progress.router, telemetry.router,
                    dashboard.router):
         app.include_router(router)
     dashboard.mount_static(app)
     return app
-
-
-def _domain_errors() -> tuple[type[Exception], ...]:
-    from sqlalchemy.exc import OperationalError
-
-    from oracle.core.terms import TermsError
-    from oracle.engine.kpi import PeriodError
-
-    from .chain_view import ChainUnavailable, UnknownAgreement
-    from .context import Conflict, Forbidden, Invalid
-    from .oracle_link import TermsUnknown
-
-    return (ChainUnavailable, UnknownAgreement, Forbidden, Conflict, Invalid, TermsUnknown, TermsError, PeriodError,
-            OperationalError)
 
 
 def app_from_env() -> FastAPI:

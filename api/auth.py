@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from eth_utils import is_address, to_checksum_address
+from eth_utils.address import is_address, to_checksum_address
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, Text
 from sqlalchemy.engine import Engine
 
@@ -75,7 +75,7 @@ def new_key() -> str:
     return "slk_" + secrets.token_urlsafe(32)
 
 
-class KeyRing:
+class ApiKeys:
     """The keys of a keys file, looked up by the hash of the presented token."""
 
     def __init__(self, records: list[dict[str, Any]]) -> None:
@@ -98,7 +98,7 @@ class KeyRing:
                                               keystore)
 
     @classmethod
-    def from_file(cls, path: Path | None) -> KeyRing:
+    def from_file(cls, path: Path | None) -> ApiKeys:
         if path is None or not path.exists():
             return cls([])
         data = yaml.safe_load(path.read_text()) or {}
@@ -133,9 +133,10 @@ def add_key(path: Path, role: str, party: str | None, key_id: str) -> str:
     token = new_key()
     record: dict[str, Any] = {"id": key_id, "role": role, "sha256": hash_key(token)}
     if role != "auditor":
-        record["party"] = to_checksum_address(party)  # type: ignore[arg-type]
+        assert party is not None  # checked above
+        record["party"] = to_checksum_address(party)
     data.setdefault("keys", []).append(record)
-    KeyRing(data["keys"])  # validate before writing
+    ApiKeys(data["keys"])  # validate before writing
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n") if path.suffix == ".json" else \
         path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -143,13 +144,13 @@ def add_key(path: Path, role: str, party: str | None, key_id: str) -> str:
 
 
 def record_write(engine: Engine, principal: Principal | None, method: str, path: str, agreement: str | None,
-                 status: int, detail: dict[str, Any]) -> None:
-    """Append one audit row (and a log line); never raises into the request."""
-    from oracle.store.db import now
+                 http_status: int, detail: dict[str, Any]) -> None:
+    """Append one audit row (and a log line) with the write's HTTP status; never raises into the request."""
+    from .adapters.evidence import now
 
     row = {"ts": now(), "key_id": principal.key_id if principal else "(none)",
            "role": principal.role if principal else "(none)", "method": method, "path": path,
-           "agreement": agreement, "status": status, "detail": json.dumps(detail, sort_keys=True, default=str)}
+           "agreement": agreement, "status": http_status, "detail": json.dumps(detail, sort_keys=True, default=str)}
     log.info("write", extra={"fields": row})
     try:
         with engine.begin() as conn:

@@ -14,6 +14,14 @@ class Amount(BaseModel):
     raw: str = Field(description="smallest units (integer, as a string)")
     units: str | None = Field(description="token units, e.g. '1250.000000' (None if decimals unknown)")
 
+    @classmethod
+    def of(cls, value: int, decimals: int | None) -> Amount:
+        """`value` smallest units, and in token units when the decimals are known."""
+        if decimals is None:
+            return cls(raw=str(value), units=None)
+        whole, frac = divmod(value, 10**decimals)
+        return cls(raw=str(value), units=f"{whole}.{frac:0{decimals}d}" if decimals else str(whole))
+
 
 class Health(BaseModel):
     status: Literal["ok"]

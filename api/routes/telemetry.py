@@ -11,13 +11,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from oracle.store.ingest import COLUMNS
-
+from ..adapters.evidence import columns
 from ..auth import Principal
 from ..context import ApiContext
 from ..deps import get_ctx, vendor_writer
 from ..models import Error, IngestOutcome
-from ..oracle_link import KINDS
 from .agreements import ERRORS, AddressPath
 
 router = APIRouter(prefix="/v1/agreements", tags=["telemetry"])
@@ -50,9 +48,13 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_rows(body: bytes, content_type: str, kind: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
-    """(rows, errors, positions of the rows in the batch): JSON (a list of objects, or {"rows": [...]}) or CSV with a header row. CSV
-    rows whose cell count differs from the header are returned as errors and not ingested."""
+Rows = list[dict[str, Any]]
+
+
+def parse_rows(body: bytes, content_type: str, kind: str) -> tuple[Rows, Rows, list[int]]:
+    """(rows, errors, positions of the rows in the batch): JSON (a list of objects, or {"rows": [...]})
+    or CSV with a header row. CSV rows whose cell count differs from the header are returned as errors
+    and not ingested."""
     media = content_type.split(";")[0].strip().lower()
     if media in ("application/json", ""):
         try:
@@ -73,21 +75,23 @@ def parse_rows(body: bytes, content_type: str, kind: str) -> tuple[list[dict[str
         if header is None:
             raise _invalid("empty CSV: a header row is required")
         header = [h.strip() for h in header]
-        missing = [c for c in COLUMNS[KINDS[kind]][:1] if c not in header]
+        missing = [c for c in columns(kind)[:1] if c not in header]
         if missing:
-            raise _invalid(f"CSV header lacks {', '.join(missing)} (columns: {', '.join(COLUMNS[KINDS[kind]])})")
-        rows, errors, positions = [], [], []
+            raise _invalid(f"CSV header lacks {', '.join(missing)} (columns: {', '.join(columns(kind))})")
+        parsed: Rows = []
+        errors: Rows = []
+        positions: list[int] = []
         for cells in reader:
             if not any(c.strip() for c in cells):
                 continue
-            position = len(rows) + len(errors) + 1
+            position = len(parsed) + len(errors) + 1
             if len(cells) != len(header):
                 errors.append({"row": position, "field": "(row)",
                                "reason": f"has {len(cells)} fields, the header has {len(header)}"})
                 continue
-            rows.append(dict(zip(header, cells)))
+            parsed.append(dict(zip(header, cells)))
             positions.append(position)
-        return rows, errors, positions
+        return parsed, errors, positions
     raise HTTPException(415, f"unsupported content type {media!r}: use application/json or text/csv")
 
 
@@ -96,7 +100,7 @@ def parse_rows(body: bytes, content_type: str, kind: str) -> tuple[list[dict[str
                                  422: {"model": Error}},
              summary="Ingest events, inventory, exclusions or tickets (JSON or CSV)")
 async def ingest(address: AddressPath, kind: Kind, request: Request, who: Principal = Depends(vendor_writer),
-                 ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+                 ctx: ApiContext = Depends(get_ctx)) -> IngestOutcome:
     settings = ctx.settings
     body = await _read_limited(request, settings.max_body_bytes)
     rows, errors, positions = parse_rows(body, request.headers.get("content-type", ""), kind)
@@ -105,21 +109,7 @@ async def ingest(address: AddressPath, kind: Kind, request: Request, who: Princi
                                  "rows per batch; split the batch")
     if not rows and not errors:
         raise _invalid("no rows")
-    def work() -> dict[str, Any]:
-        state = ctx.writable(address, who)
-        terms = ctx.link.terms(state.address, state.terms_hash)
-        result = ctx.link.ingest(state.address, terms, kind, rows, origin=f"http:{who.key_id}") if rows else None
-        return _outcome(kind, len(rows) + len(errors), result, errors, positions)
-
-    out = await run_in_threadpool(work)
-    request.state.audit = {k: out[k] for k in ("kind", "rows", "accepted", "quarantined", "duplicates")}
+    out = await run_in_threadpool(ctx.ingest, address, who, kind, rows, errors, positions)
+    request.state.audit = {k: getattr(out, k) for k in ("kind", "rows", "accepted", "quarantined", "duplicates")}
     return out
 
-
-def _outcome(kind: str, n: int, result: Any, errors: list[dict[str, Any]], positions: list[int]) -> dict[str, Any]:
-    problems = [{"row": positions[line - 1] if 0 < line <= len(positions) else line, "field": field,
-                 "reason": reason} for line, field, reason in (result.problems if result else [])]
-    base = {"accepted": 0, "duplicates": 0, "quarantined": 0, "late": 0, "released": 0, "skipped": False}
-    if result is not None:
-        base = {k: getattr(result, k) for k in base}
-    return {"kind": kind, "rows": n, **base, "errors": sorted(errors + problems, key=lambda e: e["row"])}

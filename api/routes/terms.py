@@ -1,14 +1,10 @@
 """Terms files: validate (canonical form and termsHash, or the offending field)."""
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 
-from oracle.core.terms import parse_terms
-
+from ..adapters.terms import parse_terms, summary
 from ..auth import Principal
-from ..context import terms_summary
 from ..deps import principal
 from ..models import Error, TermsBody, TermsResult
 
@@ -17,5 +13,5 @@ router = APIRouter(prefix="/v1/terms", tags=["terms"])
 
 @router.post("/validate", response_model=TermsResult, responses={422: {"model": Error}},
              summary="Validate a terms file; returns its canonical form and termsHash")
-def validate(body: TermsBody, _: Principal = Depends(principal)) -> dict[str, Any]:
-    return terms_summary(parse_terms(body.terms))
+def validate(body: TermsBody, _: Principal = Depends(principal)) -> TermsResult:
+    return summary(parse_terms(body.terms))

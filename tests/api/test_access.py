@@ -44,7 +44,8 @@ def test_register_terms_matrix(client, world, who):
 
 @pytest.mark.parametrize("who", ROLES)
 def test_ingest_matrix(client, world, who):
-    rows = [{"ts": "2026-12-02T10:00:00Z", "device_id": "N1", "state": "available"}]  # December: October stays as the example
+    # December: October stays as the example
+    rows = [{"ts": "2026-12-02T10:00:00Z", "device_id": "N1", "state": "available"}]
     r = client.post(f"/v1/agreements/{world.agreement}/telemetry/events", json=rows, headers=headers(world, who))
     assert r.status_code == WRITE_OK[who], r.text
 

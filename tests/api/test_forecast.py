@@ -71,7 +71,8 @@ def test_burn_with_forecast_carries_the_band_to_period_end(client, world):
 @pytest.mark.parametrize("route", ["/forecast?", "/status/burn?forecast=true&"])
 @pytest.mark.parametrize("sims", ["49", "2001", "many"])
 def test_bad_sims_is_422_naming_the_field(client, world, route, sims):
-    r = client.get(f"/v1/agreements/{world.agreement}{route}sims={sims}&as_of={AS_OF}", headers=world.headers("auditor"))
+    r = client.get(f"/v1/agreements/{world.agreement}{route}sims={sims}&as_of={AS_OF}",
+                   headers=world.headers("auditor"))
     assert r.status_code == 422 and r.json()["detail"][0]["field"] == "sims", r.text
 
 

@@ -27,7 +27,8 @@ def _resolve(schema: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def from_schema(schema: dict[str, Any], spec: dict[str, Any], hints: dict[str, Any], depth: int = 0) -> st.SearchStrategy:
+def from_schema(schema: dict[str, Any], spec: dict[str, Any], hints: dict[str, Any],
+                depth: int = 0) -> st.SearchStrategy:
     """Values valid for `schema` (mostly), with `hints` supplying realistic values by pattern."""
     schema = _resolve(schema, spec)
     for key in ("anyOf", "oneOf"):
@@ -138,7 +139,8 @@ def test_no_endpoint_answers_5xx(client, world, spec, method, path):
                     "ts": st.sampled_from(["2026-12-06T10:00:00Z", "bad"]) | st.text(max_size=5),
                     "device_id": st.sampled_from(["N1", "S1", "X"]), "state": st.sampled_from(["available", "x"]),
                     "site_id": st.sampled_from(["north", "nowhere"]), "deployed_at": st.just("2026-12-01T00:00:00Z"),
-                    "start": st.just("2026-12-01T00:00:00Z"), "end": st.text(max_size=5), "scope": st.text(max_size=8)}),
+                    "start": st.just("2026-12-01T00:00:00Z"), "end": st.text(max_size=5),
+                    "scope": st.text(max_size=8)}),
                     max_size=4)
                 schema_body = from_schema(body_schema, spec, hints) if body_schema else JSON
                 kwargs["content"] = json.dumps(data.draw(schema_body | JSON | rows))

@@ -8,7 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from oracle.chain.abi import contract, deposit
+from oracle.chain.abi import contract, create_agreement, deposit
+from oracle.chain.config import config_from_terms
 from oracle.core.terms import load_terms
 from oracle.engine.kpi import compute_period
 from oracle.engine.replay import recompute
@@ -179,6 +180,22 @@ def test_a_contract_that_is_not_an_agreement_is_404(client, world):
     detail = get_json(client, f"/v1/agreements/{world.agreement}", "auditor", world)
     r = client.get(f"/v1/agreements/{detail['asset']['address']}", headers=world.headers("auditor"))
     assert r.status_code == 404 and "not a slacomp agreement" in r.json()["detail"]
+
+
+def test_an_agreement_whose_logs_lack_its_config_is_502_naming_the_hash(world):
+    """The view reads the Config whose hash is in storage from the logs, and falls back to no other."""
+    terms = load_terms(TERMS)
+    config = config_from_terms(terms, customer=world.other_customer, asset="0x" + "00" * 20,
+                               oracles=[world.vendor, world.customer], threshold=1)
+    agreement, _ = create_agreement(world.w3, contract(world.w3, "AgreementFactory", world.factory),
+                                    world.other_vendor, config)
+    slot = next(i for i in range(16) if bytes(world.w3.eth.get_storage_at(agreement.address, i)) == config.hash())
+    other = "0x" + "ab" * 32
+    world.w3.provider.make_request("anvil_setStorageAt", [agreement.address, hex(slot), other])
+    with TestClient(create_app(world.settings)) as c:
+        r = c.get(f"/v1/agreements/{agreement.address}", headers=world.headers("auditor"))
+    assert r.status_code == 502 and f"configHash {other}" in r.json()["detail"], r.text
+    assert agreement.address in r.json()["detail"]
 
 
 def test_status_without_registered_terms_is_409_naming_the_fix(client, world):

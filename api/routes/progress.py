@@ -1,19 +1,17 @@
-"""Month-to-date status (KPI engine, as-of mode), the cumulative error budget burn with its
-forecast band, and the period's forecast (Monte Carlo, oracle.engine.forecast)."""
+"""The period's progress: month to date (KPI engine, as-of mode; the /status route), the cumulative
+error budget burn with its forecast band, and the period's forecast (Monte Carlo)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
-from oracle.engine.kpi import PeriodError
-
+from ..adapters.engine import DEFAULT_SIMS, MAX_SIMS, MIN_SIMS, PeriodError
 from ..auth import Principal
 from ..context import ApiContext
 from ..deps import get_ctx, principal
-from ..forecast import DEFAULT_SIMS, MAX_SIMS, MIN_SIMS
 from ..models import Burn, Error, Forecast, Status
 from .agreements import ERRORS, AddressPath
 
@@ -34,11 +32,12 @@ def _epoch(as_of: datetime | None) -> int | None:
 
 
 @router.get("/{address}/status", response_model=Status, responses=ERRORS | {409: {"model": Error}},
-            summary="Month-to-date KPIs per objective and subject, error budget, burn rate, settled periods")
-async def status(address: AddressPath, as_of: AsOf = None, who: Principal = Depends(principal),
-                 ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+            summary="Month-to-date KPIs per objective and subject, error budget, burn rate, settled periods",
+            name="status")  # the route's name keeps its OpenAPI operationId
+async def month_to_date(address: AddressPath, as_of: AsOf = None, who: Principal = Depends(principal),
+                 ctx: ApiContext = Depends(get_ctx)) -> Status:
     at = _epoch(as_of)
-    return await run_in_threadpool(lambda: ctx.status(ctx.agreement(address, who), at))
+    return await run_in_threadpool(lambda: ctx.month_to_date(ctx.agreement(address, who), at))
 
 
 @router.get("/{address}/status/burn", response_model=Burn, responses=ERRORS | {409: {"model": Error}},
@@ -46,7 +45,7 @@ async def status(address: AddressPath, as_of: AsOf = None, who: Principal = Depe
 def burn(address: AddressPath, as_of: AsOf = None,
          forecast: Annotated[bool, Query(description="add each subject's forecast band to period end")] = False,
          sims: Sims = DEFAULT_SIMS, who: Principal = Depends(principal),
-         ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+         ctx: ApiContext = Depends(get_ctx)) -> Burn:
     return ctx.burn(ctx.agreement(address, who), _epoch(as_of), sims if forecast else None)
 
 
@@ -54,6 +53,6 @@ def burn(address: AddressPath, as_of: AsOf = None,
             summary="Forecast of the period's end: P(meet), 90% interval of attainment, expected credit per "
                     "objective and subject, and the open faults to fix first")
 async def forecast(address: AddressPath, as_of: AsOf = None, sims: Sims = DEFAULT_SIMS,
-                   who: Principal = Depends(principal), ctx: ApiContext = Depends(get_ctx)) -> dict[str, Any]:
+                   who: Principal = Depends(principal), ctx: ApiContext = Depends(get_ctx)) -> Forecast:
     at = _epoch(as_of)
     return await run_in_threadpool(lambda: ctx.forecast(ctx.agreement(address, who), at, sims))
