@@ -83,7 +83,8 @@ def generate(n_events: int, n_sites: int = N_SITES, n_devices: int = N_DEVICES) 
     df.write_csv(out / "events.csv")
     pl.DataFrame({"start": ["2026-10-10T00:00:00Z", "2026-10-20T02:00:00+01:00"],
                   "end": ["2026-10-10T06:00:00Z", "2026-10-20T03:00:00+01:00"],
-                  "scope": ["*", "site:s0001"], "reason": ["platform upgrade", "power"]}).write_csv(out / "exclusions.csv")
+                  "scope": ["*", "site:s0001"],
+                  "reason": ["platform upgrade", "power"]}).write_csv(out / "exclusions.csv")
     return out
 
 
@@ -163,7 +164,8 @@ def main() -> int:
         gen = time.perf_counter() - t
         if gen > 1:
             print(f"generated {n:,} events in {gen:.1f}s (cached in {folder})", file=sys.stderr)
-        out = subprocess.run([sys.executable, __file__, "--run", str(folder)], check=True, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, "--run", str(folder)],
+                             check=True, capture_output=True, text=True)
         r = json.loads(out.stdout)
         table.add_row(f"{int(r['events']):,}", f"{r['cold_load_s']:.2f} / {r['warm_load_s']:.2f}",
                       f"{r['cold_compute_s']:.2f} / {r['warm_compute_s']:.2f}", f"{r['cold_total_s']:.2f}",

@@ -259,7 +259,8 @@ def main() -> None:
             print(f"{n:>11,} {int(s['settled']):>8,} {s['seconds']:>8.2f} {rate:>13.1f}   "
                   f"target >= {TARGET_AGREEMENTS_PER_S:.0f}: {'OK' if rate >= TARGET_AGREEMENTS_PER_S else 'SLOW'}")
             print("CPU seconds in the timed part: " + ", ".join(f"{k} {v:.1f}" for k, v in s["cpu"].items())
-                  + f" (of {s['seconds'] * (os.cpu_count() or 1):.1f} core-seconds); Anvil mined {s['blocks']:,} blocks")
+                  + f" (of {s['seconds'] * (os.cpu_count() or 1):.1f} core-seconds);"
+                  + f" Anvil mined {s['blocks']:,} blocks")
             if s["others"] or s["failed"]:
                 print(f"not settled: {s['others']}; failures: {s['failed']}; errors: {s['errors']}")
         if args.skip != "ingest":

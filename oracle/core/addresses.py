@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 
 @lru_cache(maxsize=65536)

@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfoNotFoundError
 
 import yaml
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from oracle.core.calendar import WEEK_24X7, WeekHours, parse_label, zone
 from oracle.core.credit import BPS, Tier, validate_tiers
@@ -150,7 +150,7 @@ def _int(value: Any, field: str, lo: int, hi: int | None = None) -> int:
             raise TermsError(field, f"expected an integer, got {value!r}")
     if value < lo or (hi is not None and value > hi):
         raise TermsError(field, f"{value} is not in {lo}..{'' if hi is None else hi}")
-    return value
+    return int(value)
 
 
 def _choice(value: Any, field: str, options: tuple[str, ...]) -> str:

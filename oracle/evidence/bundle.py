@@ -171,7 +171,8 @@ def _sync_dir(path: Path) -> None:
 def write_bundle(store: str | Path, terms_bytes: bytes, files: dict[str, bytes], label: str,
                  measured: Measured, meta: dict[str, Any] | None = None, durable: bool = True) -> Bundle:
     """Freeze `files` (name -> canonical CSV bytes) with the terms for period `label` and what
-    was `measured` on exactly these bytes, under the manifest's content address, durably (the file and the store's entry fsynced) before it returns. Idempotent:
+    was `measured` on exactly these bytes, under the manifest's content address, durably (the
+    file and the store's entry fsynced) before it returns. Idempotent:
     the same inputs give the same id and the existing bundle is kept. `meta` (e.g. agreement
     address, chain id) is recorded in the manifest. `durable=False` leaves the syncing to one
     `sync_store` for many bundles, which must then run before anything names them."""
@@ -267,7 +268,8 @@ def load_bundle(path: str | Path) -> LoadedBundle:
     if TERMS_FILE not in data:
         raise BundleError(f"bundle {bundle.id}: the manifest lists no {TERMS_FILE}")
     terms = parse_terms_bytes(data[TERMS_FILE])
-    evidence = {name.removeprefix(f"{EVIDENCE_DIR}/"): d for name, d in data.items() if name.startswith(f"{EVIDENCE_DIR}/")}
+    prefix = f"{EVIDENCE_DIR}/"
+    evidence = {name.removeprefix(prefix): d for name, d in data.items() if name.startswith(prefix)}
     return LoadedBundle(bundle, terms, load_evidence(evidence, terms))
 
 

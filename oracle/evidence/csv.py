@@ -21,6 +21,7 @@ import polars as pl
 from numpy.typing import NDArray
 
 I64 = NDArray[np.int64]
+Columns = dict[str, I64]  # column name -> values (enum indices, instants, integers)
 
 # ISO-8601 / RFC 3339 instants with a mandatory offset; fractional seconds are truncated.
 TS_RE = re.compile(
@@ -132,7 +133,7 @@ class RawCsv:
         """Decode column k (optionally only `rows`) to Python strings."""
         st = self.start(k) if rows is None else self.start(k)[rows]
         en = self.end(k) if rows is None else self.end(k)[rows]
-        mv = memoryview(self.buf)
+        mv = memoryview(self.buf)  # type: ignore[arg-type]  # numpy arrays are buffers
         return [bytes(mv[a:b]).decode("utf-8", errors="replace") for a, b in zip(st.tolist(), en.tolist())]
 
     def lengths(self, k: int) -> I64:
@@ -186,8 +187,11 @@ class RawCsv:
         return out, bad
 
 
+_Vocabulary = tuple[NDArray[np.uint64], NDArray[np.uint64], int, I64, NDArray[np.uint64]]
+
+
 @lru_cache(maxsize=16)
-def _vocabulary(vocab: tuple[str, ...]) -> tuple[NDArray[np.uint64], NDArray[np.uint64], int, I64, NDArray[np.uint64]] | None:
+def _vocabulary(vocab: tuple[str, ...]) -> _Vocabulary | None:
     """For RawCsv.factorize: each entry's 8-byte words (a row per word), lengths, the longest
     length, and the entries' lookup keys (length and first word) sorted with their order. None
     when the exact Python lookup must be used (an empty vocabulary, a NUL byte in an entry, or
@@ -328,7 +332,7 @@ def read_raw(path: Source, required: list[str]) -> RawCsv:
         buf[:size] = np.frombuffer(path.data, dtype=np.uint8)
     else:
         with path.open("rb") as f:
-            f.readinto(memoryview(buf)[:size])
+            f.readinto(memoryview(buf)[:size])  # type: ignore[arg-type]  # numpy arrays are buffers
     skip = 3 if bytes(buf[:3]) == b"\xef\xbb\xbf" else 0
     if not bytes(buf[skip:min(size, skip + 4096)]).strip() and not bytes(buf[skip:size]).strip():
         raise CsvProblems([CsvProblem(1, "(header)", "file is empty; a header row is required")])
@@ -341,7 +345,8 @@ def read_raw(path: Source, required: list[str]) -> RawCsv:
         raw = _read_plain(path.name, buf, skip, size)
     missing = [c for c in required if c not in raw.header]
     if missing:
-        raise CsvProblems([CsvProblem(1, c, f"required column is missing (header: {','.join(raw.header)})") for c in missing])
+        header = ",".join(raw.header)
+        raise CsvProblems([CsvProblem(1, c, f"required column is missing (header: {header})") for c in missing])
     dup = sorted({c for c in raw.header if raw.header.count(c) > 1})
     if dup:
         raise CsvProblems([CsvProblem(1, c, "column appears twice in the header") for c in dup])
@@ -363,7 +368,7 @@ _PAD = b"\0" * 32
 
 
 def _has_quote(buf: NDArray[np.uint8], size: int) -> bool:
-    mv = memoryview(buf)
+    mv = memoryview(buf)  # type: ignore[arg-type]  # numpy arrays are buffers
     return any(bytes(mv[i:min(i + (1 << 20), size)]).find(b'"') >= 0 for i in range(0, size, 1 << 20))
 
 
@@ -498,7 +503,7 @@ def fast_instants(values: pl.Series) -> NDArray[np.int64] | None:
 SMALL_BYTES = 1 << 20  # read_columns reads files below this with the exact reader (polars' start-up dominates)
 
 
-def read_columns(path: Source, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
+def read_columns(path: Source, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> Columns | None:
     """read_fast for large files; below SMALL_BYTES the exact reader (read_raw) gives the same
     columns, or None where any value or line would need the caller's row-by-row path."""
     if source_size(path) < SMALL_BYTES:
@@ -506,7 +511,7 @@ def read_columns(path: Source, enums: Mapping[str, Sequence[str]], instants: Seq
     return read_fast(path, enums, instants)
 
 
-def _read_small(path: Source, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
+def _read_small(path: Source, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> Columns | None:
     """read_fast's contract for a small file, through the exact reader; also None when any
     line is blank or a record spans lines (callers number data rows 2, 3, ... by position)."""
     try:
@@ -529,7 +534,7 @@ def _read_small(path: Source, enums: Mapping[str, Sequence[str]], instants: Sequ
     return out
 
 
-def read_fast(path: Source, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> dict[str, NDArray[np.int64]] | None:
+def read_fast(path: Source, enums: Mapping[str, Sequence[str]], instants: Sequence[str]) -> Columns | None:
     """Columns of a plain CSV file (no quotes, no blank or ragged lines, no empty fields) with
     polars' multi-threaded reader: each `enums` column as the index of its value in the
     vocabulary, each `instants` column as epoch seconds (as parse_ts_text reads it).
@@ -555,7 +560,8 @@ def read_fast(path: Source, enums: Mapping[str, Sequence[str]], instants: Sequen
 
     def scan(exprs: list[pl.Expr]) -> pl.DataFrame:
         schema = {c: pl.Enum(list(enums[c])) if c in enums else pl.String for c in header}
-        return pl.scan_csv(io.BytesIO(path.data) if isinstance(path, MemFile) else path, schema=schema, has_header=True, quote_char=None, glob=False,
+        source = io.BytesIO(path.data) if isinstance(path, MemFile) else path
+        return pl.scan_csv(source, schema=schema, has_header=True, quote_char=None, glob=False,
                            truncate_ragged_lines=False).select(exprs).collect(engine="streaming")
 
     try:

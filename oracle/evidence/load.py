@@ -145,9 +145,11 @@ def load_evidence(directory: str | Path | Mapping[str, bytes], terms: Terms) -> 
     """Read and validate evidence against the terms: a folder of the CSV files, or the files'
     bytes by name (a bundle's members, an export). Raises EvidenceError."""
     if isinstance(directory, Mapping):
-        held = {name: MemFile(name, data) for name, data in directory.items()}
+        held: dict[str, Source] = {name: MemFile(name, data) for name, data in directory.items()}
         where = "the evidence given"
-        file_of = held.get
+
+        def file_of(name: str) -> Source | None:
+            return held.get(name)
     else:
         d = Path(directory)
         if not d.is_dir():
@@ -245,7 +247,8 @@ def _load_events(path: Source, device_ids: tuple[str, ...], errors: _Errors,
             for r, t in zip(rows[:MAX_REPORTED].tolist(), texts):
                 errors.add(f, int(raw.lines[r]), field, f"{t!r} {what}")
             if len(rows) > MAX_REPORTED:
-                errors.add(f, int(raw.lines[rows[MAX_REPORTED]]), field, f"{len(rows) - MAX_REPORTED} more rows like this")
+                errors.add(f, int(raw.lines[rows[MAX_REPORTED]]), field,
+                           f"{len(rows) - MAX_REPORTED} more rows like this")
     if errors.items:
         return None
     return _sort_events(dev, ts, state, device_ids, raw, errors)
@@ -315,7 +318,8 @@ def _load_exclusions(path: Source, terms: Terms, device_ids: set[str], errors: _
         e = _ts_cell(ends[i], f, line, "end", errors)
         scope = scopes[i].strip()
         kind, _, target = scope.partition(":")
-        if scope != "*" and not (kind == "site" and target in sites) and not (kind == "device" and target in device_ids):
+        known = scope == "*" or (kind == "site" and target in sites) or (kind == "device" and target in device_ids)
+        if not known:
             if kind == "site":
                 msg = f"unknown site {target!r}"
             elif kind == "device":

@@ -53,8 +53,10 @@ sources = Table(
     UniqueConstraint("agreement", "kind", "sha256", name="uq_source_content"),
 )
 
-_provenance = (lambda: [Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
-                        Column("line", Integer, nullable=False)])
+def _provenance() -> list[Column[int]]:
+    """The columns saying where a row came from (a fresh pair for each table)."""
+    return [Column("source_id", Integer, ForeignKey("sources.id"), nullable=False),
+            Column("line", Integer, nullable=False)]
 
 devices = Table(
     "devices", metadata,
@@ -268,7 +270,7 @@ def insert_ignore_rows(dialect: str, table: Table) -> Any:
 
 @lru_cache(maxsize=64)
 def _compiled(stmt: Executable, dialect: Dialect) -> Compiled:
-    return stmt.compile(dialect=dialect)
+    return stmt.compile(dialect=dialect)  # type: ignore[attr-defined,no-any-return]  # every statement compiles
 
 
 def fetch_tuples(conn: Connection, stmt: Executable, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -279,11 +281,13 @@ def fetch_tuples(conn: Connection, stmt: Executable, params: dict[str, Any] | No
     decimals) come back as the driver gives them: use it for integers and text."""
     compiled = _compiled(stmt, conn.dialect)
     values = compiled.construct_params(params)
-    args = tuple(values[n] for n in compiled.positiontup or ()) if compiled.positional else values
+    args: Any = values
+    if compiled.positional:  # type: ignore[attr-defined]  # a SQLCompiler: positional drivers (psycopg)
+        args = tuple(values[n] for n in compiled.positiontup or ())  # type: ignore[attr-defined,index]
     cursor = conn.connection.cursor()
     try:
         cursor.execute(str(compiled), args)
-        return cursor.fetchall()
+        return list(cursor.fetchall())
     finally:
         cursor.close()
 
@@ -291,7 +295,7 @@ def fetch_tuples(conn: Connection, stmt: Executable, params: dict[str, Any] | No
 @lru_cache(maxsize=64)
 def _compiled_dml(stmt: Executable, dialect: Dialect) -> tuple[str, Any]:
     """The SQL of `stmt` in `dialect`, and a function from a row's dict to the driver's parameters."""
-    compiled = stmt.compile(dialect=dialect, for_executemany=True)
+    compiled = stmt.compile(dialect=dialect, for_executemany=True)  # type: ignore[attr-defined]
     if not compiled.positional:
         return str(compiled), None
     names = tuple(compiled.positiontup or ())
@@ -308,7 +312,7 @@ def execute_many(conn: Connection, stmt: Executable, rows: list[dict[str, Any]])
     sql, args = _compiled_dml(stmt, conn.dialect)
     cursor = conn.connection.cursor()
     try:
-        cursor.executemany(sql, rows if args is None else map(args, rows))
+        cursor.executemany(sql, rows if args is None else list(map(args, rows)))
     finally:
         cursor.close()
 

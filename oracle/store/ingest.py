@@ -105,11 +105,11 @@ def _read_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any] | 
     """(line, row) pairs; a row that cannot even be parsed comes as a _Reject."""
     text = data.decode("utf-8-sig", errors="replace")
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
+        for i, record in enumerate(text.splitlines(), start=1):
+            if not record.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(record)
             except json.JSONDecodeError as exc:
                 yield i, _Reject("(row)", f"not valid JSON: {exc.msg} at column {exc.colno}")
                 continue
@@ -368,13 +368,14 @@ def _store(conn: Connection, terms: Terms, agreement: str, kind: str, source_id:
             rejects.append((line, row, rej))
     batch.flush()
     stamp = now()
+    ordered = sorted(rejects, key=lambda r: r[0])
     q = [{"agreement": agreement, "kind": kind, "source_id": source_id, "file": file, "line": line,
           "field": rej.field, "reason": rej.reason, "raw": json.dumps(row, sort_keys=True, default=str),
-          "created_at": stamp} for line, row, rej in sorted(rejects, key=lambda r: r[0])]
+          "created_at": stamp} for line, row, rej in ordered]
     if q:
         execute_many(conn, _Q_QUARANTINE, q)
     result.quarantined += len(q)
-    result.problems += [(d["line"], d["field"], d["reason"]) for d in q]
+    result.problems += [(line, rej.field, rej.reason) for line, _, rej in ordered]
 
 
 def _store_events_fast(conn: Connection, agreement: str, source_id: int, path: Path, result: IngestResult,
@@ -416,7 +417,8 @@ def _store_events_fast(conn: Connection, agreement: str, source_id: int, path: P
     table[:, 3] = source_id
     np.add(order, 2, out=table[:, 4])  # header is line 1
     del dkey, ts, dev, state, cols
-    raw = conn.connection.driver_connection  # type: ignore[union-attr]
+    raw = conn.connection.driver_connection
+    assert raw is not None  # a live connection
     cursor = raw.cursor()
     try:
         if isinstance(raw, sqlite3.Connection):
@@ -468,7 +470,9 @@ def _begin_source(conn: Connection, agreement: str, kind: str, name: str, digest
     values = {"s_agreement": agreement, "s_kind": kind, "s_name": name, "s_sha256": digest, "s_at": now()}
     if conn.dialect.insert_returning:  # SQLite 3.35+, PostgreSQL: one statement on the DB-API cursor
         return int(fetch_tuples(conn, _Q_NEW_SOURCE_ID, values)[0][0])
-    return int(conn.execute(_Q_NEW_SOURCE, values).inserted_primary_key[0])
+    key = conn.execute(_Q_NEW_SOURCE, values).inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def _seen(conn: Connection, agreement: str, kind: str, digest: str) -> bool:

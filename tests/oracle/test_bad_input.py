@@ -104,7 +104,8 @@ def test_bad_ticket(tmp_path: Path) -> None:
     ("stale_after: 40d", "stale_after: 40 days", "telemetry.stale_after"),
     ("timezone: Europe/London", "timezone: Europe/Lndon", "timezone"),
     ("target_bps: 9900", "target_bps: 9900, targt: 1", "objectives[0].targt"),
-    ('term: {first_period: "2026-10", periods: 12}', 'term: {first_period: "2026-13", periods: 12}', "term.first_period"),
+    ('term: {first_period: "2026-10", periods: 12}', 'term: {first_period: "2026-13", periods: 12}',
+     "term.first_period"),
     ("scope: estate", "scope: per_device, device_fee: 1.5", "objectives[0].device_fee"),
 ])
 def test_terms_errors_name_the_field(old: str, new: str, field: str) -> None:

@@ -110,7 +110,8 @@ def test_shuffling_rows_changes_nothing(sc: Scenario, seed: int) -> None:
         terms, a = _load(sc, Path(d1))
         _, b = _load(sc, Path(d2), shuffle=seed)
     _, w1 = _window(terms, sc)
-    assert compute_period(terms, a, LABEL, as_of=w1).to_json_dict() == compute_period(terms, b, LABEL, as_of=w1).to_json_dict()
+    assert (compute_period(terms, a, LABEL, as_of=w1).to_json_dict()
+            == compute_period(terms, b, LABEL, as_of=w1).to_json_dict())
 
 
 @SETTINGS

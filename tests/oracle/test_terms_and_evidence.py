@@ -187,14 +187,16 @@ def test_cli_kpi_json_and_month_to_date(tmp_path: Path, capsys: pytest.CaptureFi
     assert doc["total_credit"] == "0" and doc["evidence_root"].startswith("0x")
     assert main(args + ["--as-of", "2026-10-02T00:00:00+01:00"]) == 0
     mtd = json.loads(capsys.readouterr().out)["objectives"][0]["results"][0]
-    assert (mtd["counted_s"], mtd["expected_counted_s"], mtd["budget_s"], mtd["burn_rate"]) == (36_000, 886_500, 88_650, 0.0)
+    assert ((mtd["counted_s"], mtd["expected_counted_s"], mtd["budget_s"], mtd["burn_rate"])
+            == (36_000, 886_500, 88_650, 0.0))
     assert main(args + ["--format", "table"]) == 0
     assert "acme-ev-2026" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("text", [
     "ts,device_id,state\r\n2026-10-01T00:00:00Z,a,available\r\n2026-10-03T00:00:00Z,b,faulted\r\n",  # CRLF
-    "\ufeffts,device_id,state\n2026-10-01T00:00:00Z,a,available\n\n2026-10-03T00:00:00Z,b,faulted",  # BOM, blank, no EOL
+    # BOM, blank, no EOL
+    "\ufeffts,device_id,state\n2026-10-01T00:00:00Z,a,available\n\n2026-10-03T00:00:00Z,b,faulted",
     'state,ts,device_id\n"available",2026-10-01T00:00:00Z,"a"\nfaulted,"2026-10-03T00:00:00Z",b\n',  # quoted, reordered
 ])
 def test_csv_dialects_read_the_same(tmp_path: Path, text: str) -> None:

@@ -110,7 +110,8 @@ def _stored(engine, agreement: str) -> dict[str, list]:
     d, e, x, s, q = db.devices, db.events, db.exclusions, db.sources, db.quarantine
     kinds = _sources(engine, agreement)
     with engine.connect() as conn:
-        out = {"sources": sorted(conn.execute(select(s.c.kind, s.c.sha256, s.c.accepted, s.c.duplicates, s.c.quarantined)
+        out = {"sources": sorted(conn.execute(select(s.c.kind, s.c.sha256, s.c.accepted, s.c.duplicates,
+                                                     s.c.quarantined)
                                               .where(s.c.agreement == agreement)).all())}
         out["devices"] = sorted((r[:-2], kinds[r[-2]], r[-1]) for r in conn.execute(
             select(d.c.device_id, d.c.site_id, d.c.weight, d.c.deployed_at, d.c.retired_at, d.c.source_id, d.c.line)
@@ -121,7 +122,8 @@ def _stored(engine, agreement: str) -> dict[str, list]:
         out["exclusions"] = sorted((r[:-2], kinds[r[-2]], r[-1]) for r in conn.execute(
             select(x.c.start_ts, x.c.end_ts, x.c.scope, x.c.reason, x.c.source_id, x.c.line)
             .where(x.c.agreement == agreement)).all())
-        out["quarantine"] = sorted((r[0], kinds[r[1]], r[2].rsplit("/", 1)[-1], r[3], r[4], _reason(r[5], kinds), *r[6:])
+        out["quarantine"] = sorted((r[0], kinds[r[1]], r[2].rsplit("/", 1)[-1], r[3], r[4], _reason(r[5], kinds),
+                                    *r[6:])
                                    for r in conn.execute(
             select(q.c.kind, q.c.source_id, q.c.file, q.c.line, q.c.field, q.c.reason, q.c.raw,
                    q.c.resolved_at.is_(None)).where(q.c.agreement == agreement)).all())
