@@ -68,15 +68,19 @@ def budget_allowed(target_bps: int, expected_counted_s: int) -> int:
 def burn_rate(target_bps: int, good_s: int, counted_s: int, digits: int | None = 4) -> float | None:
     """Observed bad fraction over the allowed one (1.0 spends the budget exactly by period end):
     0.0 with no bad time, None (infinite) when the target is 100% and some time was bad.
-    Rounded to `digits` decimals (None: unrounded, for windows compared with thresholds)."""
+    Rounded to `digits` decimals for display; `digits=None` gives the unrounded ratio that alert
+    windows compare with thresholds, evaluated as (bad / counted) / (allowed / 10000): the
+    order the alert rules were tuned on (a float a few ulps off would flip a burn exactly at a
+    threshold)."""
     bad = counted_s - good_s
     allowed = BPS - target_bps
-    if counted_s == 0 or bad == 0:
+    if counted_s <= 0 or bad <= 0:
         return 0.0
-    if allowed == 0:
+    if allowed <= 0:
         return None
-    rate = bad * BPS / counted_s / allowed
-    return rate if digits is None else round(rate, digits)
+    if digits is None:
+        return (bad / counted_s) / (allowed / BPS)
+    return round(bad * BPS / counted_s / allowed, digits)
 
 
 def budget_left(target_bps: int, good_s: int, counted_s: int, expected_counted_s: int) -> int:

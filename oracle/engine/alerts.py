@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from oracle.core.calendar import iso_utc
-from oracle.core.credit import BPS
+from oracle.core.credit import burn_rate
 from oracle.core.period import period_bounds
 from oracle.core.terms import Terms, parse_duration
 from oracle.engine.budget import TICKET_KPIS
@@ -131,7 +131,8 @@ def parse_alert_config(data: Any) -> AlertConfig:
             f = f"burn_rate[{i}]"
             r = _keys(r, f, {"name", "severity", "long", "short", "burn"})
             try:
-                long_s, short_s = parse_duration(r.get("long"), f + ".long"), parse_duration(r.get("short"), f + ".short")
+                long_s = parse_duration(r.get("long"), f + ".long")
+                short_s = parse_duration(r.get("short"), f + ".short")
             except ValueError as exc:
                 raise AlertConfigError(f, str(exc)) from None
             out.append(BurnRule(str(r.get("name", f"rule-{i}")), str(r.get("severity", "page")), long_s, short_s,
@@ -217,11 +218,8 @@ def burn_rate_alerts(terms: Terms, evidence: Evidence, label: str, as_of: int, c
         return cache[length]
 
     def burn(m: dict[tuple[str, str], tuple[int, int]], key: tuple[str, str], target: int) -> float:
-        good, counted = m.get(key, (0, 0))
-        bad = counted - good
-        if counted <= 0 or bad <= 0:
-            return 0.0
-        return float("inf") if target >= BPS else (bad / counted) / ((BPS - target) / BPS)
+        rate = burn_rate(target, *m.get(key, (0, 0)), digits=None)
+        return float("inf") if rate is None else rate
 
     out = []
     for rule in config.rules:
@@ -253,9 +251,10 @@ def forecast_alerts(report: ForecastReport, config: AlertConfig) -> list[Alert]:
         if config.objectives is not None and s.objective not in config.objectives:
             continue
         if s.p_meet < config.forecast_below:
+            lost = " (already lost this period)" if s.status == "lost" else ""
             out.append(Alert(report.agreement, report.label, "forecast", config.forecast_severity, s.objective,
                              s.subject, f"{s.objective} {s.subject}: P(meet target) = {s.p_meet:.2f} "
-                             f"< {config.forecast_below}" + (" (already lost this period)" if s.status == "lost" else ""),
+                             f"< {config.forecast_below}" + lost,
                              {"p_meet": round(s.p_meet, 4), "status": s.status, "threshold": config.forecast_below,
                               "attainment_bps": s.budget.attainment_bps, "target_bps": s.budget.target_bps,
                               "as_of": iso_utc(report.as_of)}))

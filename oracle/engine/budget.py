@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oracle.core.calendar import iso_utc
-from oracle.core.credit import BPS
+from oracle.core.credit import budget_allowed, budget_left
 from oracle.core.terms import Terms
 from oracle.engine.kpi import PeriodResult, compute_period
 from oracle.evidence.load import Evidence
@@ -87,9 +87,8 @@ class BudgetReport:
 
 def subject_budget(target_bps: int, good: int, counted: int, expected_counted: int) -> tuple[int, int, int]:
     """(total, used, left) of one subject's error budget."""
-    total = (BPS - target_bps) * expected_counted // BPS
-    used = counted - good
-    return total, used, total - used
+    return (budget_allowed(target_bps, expected_counted), counted - good,
+            budget_left(target_bps, good, counted, expected_counted))
 
 
 def budget_from_period(result: PeriodResult) -> BudgetReport:

@@ -10,7 +10,8 @@ import pytest
 from oracle.core.credit import subject_credit
 from oracle.core.terms import parse_terms
 from oracle.engine.backtest import backtest, evidence_from_simulation, score
-from oracle.engine.forecast import ForecastParams, LocalTime, _credits, forecast_period
+from oracle.engine.forecast import ForecastParams, LocalTime, forecast_period
+from oracle.engine.forecast.report import _credits
 from oracle.engine.kpi import compute_period
 from oracle.evidence.csv import parse_ts_text
 from oracle.sim.output import terms_yaml
