@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
@@ -22,6 +22,7 @@ from web3.types import TxReceipt
 
 from oracle.chain.config import Config
 from oracle.chain.report import Report
+from oracle.core.addresses import checksum
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = Path(os.environ.get("SLACOMP_BUILD_DIR", PROJECT_ROOT / "build" / "contracts"))
@@ -58,7 +59,7 @@ def contract(w3: Web3, name: str, address: str) -> Contract:
 def _abi_item(name: str, kind: str, item: str) -> dict[str, Any]:
     for entry in load_artifact(name)["abi"]:
         if entry["type"] == kind and entry.get("name") == item:
-            return entry
+            return dict(entry)
     raise ArtifactError(f"{name} has no {kind} {item}")
 
 
@@ -161,7 +162,7 @@ class Rpc:
             if isinstance(body, dict):  # the node refused the batch as a whole
                 raise RpcError("batch", body.get("error") or {"message": str(body)[:200]})
             by_id = {r.get("id"): r for r in body}
-            answers = [by_id.get(i) or {"error": {"message": "no answer in batch"}} for i in ids]
+            answers = [by_id.get(i) or {"error": {"message": "no answer in batch"}} for i in ids]  # type: ignore[misc]
         return [RpcError(m, dict(a["error"])) if a.get("error") is not None else a.get("result")
                 for (m, _), a in zip(calls, answers)]
 
@@ -174,7 +175,7 @@ def deploy(w3: Web3, name: str, sender: str, *args: Any) -> Contract:
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash)
     if receipt["status"] != 1:
         raise RuntimeError(f"deploying {name} failed in tx {tx_hash.hex()}")
-    return contract(w3, name, receipt["contractAddress"])
+    return contract(w3, name, str(receipt["contractAddress"]))
 
 
 # ------------------------------------------------------------------ transactions
@@ -222,7 +223,7 @@ def transact(w3: Web3, call: Any, sender: Sender, action: str, value: int = 0) -
         if isinstance(sender, str):
             tx_hash = call.transact(params)
         else:
-            params["nonce"] = w3.eth.get_transaction_count(address, "pending")
+            params["nonce"] = w3.eth.get_transaction_count(checksum(address), "pending")  # type: ignore[arg-type]
             signed = sender.sign_transaction(call.build_transaction(params))
             tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
     except ContractLogicError as e:  # custom errors, and reverts without data
@@ -268,7 +269,7 @@ def agreement_events(agreement: Contract, receipt: TxReceipt) -> list[tuple[str,
     for log in receipt["logs"]:
         if log["address"] != agreement.address:
             continue
-        for event in agreement.events:
+        for event in agreement.events:  # type: ignore[attr-defined]  # web3's ContractEvents iterates
             try:
                 decoded = event().process_log(log)
             except Exception:  # noqa: BLE001 - not this event

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from oracle.core.addresses import checksum
 from oracle.core.credit import BPS, Tier, capped_total, subject_credit, validate_tiers

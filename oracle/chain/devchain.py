@@ -18,7 +18,7 @@ NODE_BIN = PROJECT_ROOT / "node_modules" / ".bin"
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def port_free(port: int) -> bool:
@@ -43,7 +43,7 @@ def _binary(name: str) -> str:
 @dataclass
 class DevChain:
     url: str
-    process: subprocess.Popen
+    process: subprocess.Popen[bytes]
 
     def w3(self) -> Web3:
         return Web3(Web3.HTTPProvider(self.url, request_kwargs={"timeout": 60}))

@@ -54,7 +54,8 @@ def load_keystore(path: str | Path, password: str) -> LocalAccount:
         key = Account.decrypt(data, password)
     except ValueError:
         raise KeystoreError(f"keystore {path}: wrong password or corrupt file") from None
-    return Account.from_key(key)
+    account: LocalAccount = Account.from_key(key)
+    return account
 
 
 class KeyRing:
@@ -74,7 +75,7 @@ class KeyRing:
 
     def account(self, address: str) -> LocalAccount:
         try:
-            return self._accounts[checksum(address)]
+            return self._accounts[checksum(address)]  # type: ignore[index]  # checksum() gives a ChecksumAddress
         except KeyError:
             raise KeystoreError(f"no local key for {address}") from None
 

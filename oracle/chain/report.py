@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from oracle.chain.config import pack_attainments
 from oracle.core.addresses import checksum
@@ -57,7 +58,7 @@ class Report:
         """The EIP-712 digest the oracles sign (domain: this agreement on this chain)."""
         return keccak(b"\x19\x01" + domain_separator(chain_id, agreement) + self.struct_hash())
 
-    def typed_data(self, chain_id: int, agreement: str) -> dict:
+    def typed_data(self, chain_id: int, agreement: str) -> dict[str, Any]:
         """The same message as EIP-712 JSON (for wallets and eth_account.encode_typed_data)."""
         return {
             "types": {

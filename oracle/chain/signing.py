@@ -8,7 +8,7 @@ from typing import Any
 import rlp
 from coincurve import PrivateKey, PublicKey
 from eth_account import Account
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 from oracle.chain.config import Config
 from oracle.chain.report import Report

@@ -70,9 +70,9 @@ class Audit:
 
     def to_markdown(self) -> str:
         v = self.verification
+        first = "" if self.ok else f" — first discrepancy: {self.first_discrepancy()}"
         lines = [f"# Audit of agreement `{v.agreement}` (chain {v.chain_id})", "",
-                 f"**Result: {'PASS' if self.ok else 'FAIL'}**" + ("" if self.ok else
-                                                                    f" — first discrepancy: {self.first_discrepancy()}"),
+                 f"**Result: {'PASS' if self.ok else 'FAIL'}**" + first,
                  "", "## Agreement checks", "", "| check | result | detail |", "|---|---|---|"]
         lines += [f"| {c.name} | {'✓' if c.ok else '✗'} | {c.detail} |" for c in v.checks]
         lines += ["", "## Periods", "", "| period | evidence root | bundle | check | result | detail |",

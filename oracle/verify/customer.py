@@ -20,13 +20,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eth_utils import keccak, to_checksum_address
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from web3 import Web3
 from web3.contract import Contract
 
-from oracle.chain.abi import contract, load_artifact
+from oracle.chain.abi import contract, event_topic, load_artifact
 from oracle.chain.config import Config, config_from_terms, unpack_attainments
-from oracle.chain.report import Report
+from oracle.chain.report import DOMAIN_NAME, DOMAIN_VERSION, Report, domain_separator
+from oracle.chain.signing import recover_signer
 from oracle.core.period import period_labels
 from oracle.core.terms import Terms, load_terms, terms_hash
 
@@ -136,12 +138,10 @@ def _short_string(s: str) -> bytes:
 
 
 def _agreement_immutables(chain_id: int, implementation: str) -> list[bytes]:
-    name, version = keccak(text="slacomp Agreement"), keccak(text="1")
-    domain_type = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
     impl = bytes.fromhex(implementation[2:])
-    separator = keccak(domain_type + name + version + chain_id.to_bytes(32, "big") + impl.rjust(32, b"\x00"))
-    return [separator, chain_id.to_bytes(32, "big"), impl, name, version,
-            _short_string("slacomp Agreement"), _short_string("1")]
+    return [domain_separator(chain_id, implementation), chain_id.to_bytes(32, "big"), impl,
+            keccak(text=DOMAIN_NAME), keccak(text=DOMAIN_VERSION),
+            _short_string(DOMAIN_NAME), _short_string(DOMAIN_VERSION)]
 
 
 def _check_code(w3: Web3, agreement: str, factory: str | None) -> tuple[list[Check], str | None]:
@@ -156,9 +156,9 @@ def _check_code(w3: Web3, agreement: str, factory: str | None) -> tuple[list[Che
                               _agreement_immutables(w3.eth.chain_id, implementation))
     checks.append(Check("code: implementation matches the repository's Agreement", ok, detail))
 
-    sig = keccak(text="AgreementCreated(address,address,address,bytes32)")
     logs = w3.eth.get_logs({"fromBlock": 0, "toBlock": "latest",
-                            "topics": [sig, None, None, "0x" + bytes.fromhex(agreement[2:]).rjust(32, b"\x00").hex()]})
+                            "topics": [event_topic("AgreementFactory", "AgreementCreated"), None, None,
+                                        "0x" + bytes.fromhex(agreement[2:]).rjust(32, b"\x00").hex()]})
     creators = sorted({to_checksum_address(log["address"]) for log in logs})
     if factory is not None:
         known = to_checksum_address(factory)
@@ -182,8 +182,8 @@ def agreement_logs(w3: Web3, agreement: Contract) -> list[tuple[str, dict[str, A
     by_topic = {}
     for item in agreement.abi:
         if item["type"] == "event":
-            sig = f"{item['name']}({','.join(i['type'] for i in item['inputs'])})"
-            by_topic[keccak(text=sig)] = getattr(agreement.events, item["name"])
+            topic = bytes.fromhex(event_topic("Agreement", item["name"])[2:])
+            by_topic[topic] = getattr(agreement.events, item["name"])
     out = []
     for log in w3.eth.get_logs({"address": agreement.address, "fromBlock": 0, "toBlock": "latest"}):
         event = by_topic.get(bytes(log["topics"][0]))
@@ -196,19 +196,12 @@ def agreement_logs(w3: Web3, agreement: Contract) -> list[tuple[str, dict[str, A
 
 
 def recover_signers(report: Report, chain_id: int, agreement: str, signatures: bytes) -> list[tuple[int, str]]:
-    from eth_account import Account
-
+    """(oracle index, signer) of each 66-byte entry of a report's signatures, through the one
+    signer recovery (oracle.chain.signing); "invalid" where an entry recovers to nothing (the
+    contract refuses such an entry, high s included)."""
     digest = report.digest(chain_id, agreement)
-    out = []
-    for at in range(0, len(signatures), 66):
-        index, sig = signatures[at], signatures[at + 1:at + 66]
-        r, s, v = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big"), sig[64]
-        try:
-            signer = Account._recover_hash(digest, vrs=(v, r, s))
-        except Exception:  # noqa: BLE001 - malformed signature
-            signer = "invalid"
-        out.append((index, signer))
-    return out
+    return [(signatures[at], recover_signer(digest, signatures[at + 1:at + 66]) or "invalid")
+            for at in range(0, len(signatures), 66)]
 
 
 def verify_agreement(w3: Web3, address: str, terms: Terms, *, factory: str | None = None,
