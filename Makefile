@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(BIN):$(PATH)
 # NETWORK=ganache-cli runs the same suite against Ganache instead of Anvil.
 NETWORK ?= development
 
-.PHONY: setup system-deps demo test bench clean
+.PHONY: setup system-deps demo lint test bench clean
 
 $(BIN)/slacomp: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,7 +41,13 @@ system-deps:
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-test: setup system-deps
+# ruff (lint and import order) and mypy (strict on oracle.core, .evidence, .chain and node.states);
+# both configured in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: setup system-deps lint
 	$(BIN)/brownie test tests --network $(NETWORK)
 
 bench: setup

@@ -360,7 +360,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="planned maintenance windows per site and month")
     p.add_argument("--churn", type=float, default=0.03, help="share of devices retired and replaced per month")
     p.add_argument("--growth", type=float, default=0.02, help="share of new devices deployed per month")
-    p.add_argument("--bad-sites", dest="bad_sites", type=int, default=0, help="sites with a multi-day outage every month")
+    p.add_argument("--bad-sites", dest="bad_sites", type=int, default=0, help="sites with a multi-day outage every month")  # noqa: E501
     p.add_argument("--bad-outage-days", dest="bad_outage_days", type=float, nargs=2, default=(4.0, 8.0),
                    metavar=("MIN", "MAX"))
     p.set_defaults(handler=_cmd_simulate)

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 from eth_account import Account
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from rich.console import Console
 from rich.table import Table
 from web3 import Web3
@@ -199,7 +199,7 @@ class Demo:
                  f'password_env = "{DEMO_PASSWORD_ENV}"', "confirmations = 1", 'grace = "1h"', 'listen = ""']
         for spec in specs:
             lines += ["", "[[agreements]]", f'id = "{spec.id}"', f'address = "{spec.address}"',
-                      f'terms = "{spec.terms.relative_to(self.data)}"', f'inbox = "{spec.inbox.relative_to(self.data)}"']
+                      f'terms = "{spec.terms.relative_to(self.data)}"', f'inbox = "{spec.inbox.relative_to(self.data)}"']  # noqa: E501
         self.oracle_config.write_text("\n".join(lines) + "\n")
         service = Service(load_settings(self.oracle_config))
         submitter = service.submitter.address
