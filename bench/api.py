@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from api.auth import hash_key  # noqa: E402
 from oracle.chain import devchain  # noqa: E402
-from oracle.chain.abi import create_agreement, deploy_factory  # noqa: E402
 from oracle.chain.config import config_from_terms  # noqa: E402
+from oracle.chain.tx import create_agreement, deploy_factory  # noqa: E402
 from oracle.core.terms import load_terms, terms_hash  # noqa: E402
 from oracle.store.db import connect  # noqa: E402
 from oracle.store.ingest import ingest_file  # noqa: E402

@@ -22,10 +22,10 @@ import polars as pl  # noqa: E402
 from eth_account import Account  # noqa: E402
 
 from oracle.chain import devchain  # noqa: E402
-from oracle.chain.abi import create_agreement, deploy_factory, deposit, submit_report  # noqa: E402
 from oracle.chain.config import config_from_terms  # noqa: E402
 from oracle.chain.report import report_from_result  # noqa: E402
 from oracle.chain.signing import sign_for  # noqa: E402
+from oracle.chain.tx import create_agreement, deploy_factory, deposit, submit_report  # noqa: E402
 from oracle.core.period import (
     period_bounds,
     period_labels,  # noqa: E402

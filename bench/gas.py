@@ -20,10 +20,11 @@ from web3 import Web3  # noqa: E402
 from web3.logs import DISCARD  # noqa: E402
 
 from oracle.chain import devchain  # noqa: E402
-from oracle.chain.abi import contract, deploy  # noqa: E402
+from oracle.chain.abi import contract  # noqa: E402
 from oracle.chain.config import ZERO_ADDRESS, Config, ObjectiveSchedule  # noqa: E402
 from oracle.chain.report import make_report  # noqa: E402
 from oracle.chain.signing import sign_for  # noqa: E402
+from oracle.chain.tx import deploy  # noqa: E402
 
 DAY = 86_400
 TERMS = keccak(text="terms")

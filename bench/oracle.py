@@ -83,8 +83,9 @@ def create_agreements(w3, n: int, oracles: list[str], terms_path: Path) -> list[
     transaction, Anvil's setup of 1,000 agreements takes minutes."""
     from web3.logs import DISCARD
 
-    from oracle.chain.abi import contract, deploy, deploy_factory
+    from oracle.chain.abi import contract
     from oracle.chain.config import config_from_terms
+    from oracle.chain.tx import deploy, deploy_factory
     from oracle.core.terms import load_terms
 
     vendor, customer = w3.eth.accounts[0], w3.eth.accounts[1]

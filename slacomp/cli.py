@@ -154,8 +154,9 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 def _cmd_agreement(args: argparse.Namespace) -> int:
     from web3 import Web3
 
-    from oracle.chain.abi import contract, create_agreement, deploy_factory, deposit
+    from oracle.chain.abi import contract
     from oracle.chain.config import ZERO_ADDRESS, config_from_terms
+    from oracle.chain.tx import create_agreement, deploy_factory, deposit
 
     w3 = Web3(Web3.HTTPProvider(args.rpc))
     sender = Web3.to_checksum_address(args.sender) if args.sender else w3.eth.accounts[0]
@@ -396,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - user-facing errors of the chain and the evidence store
         from requests.exceptions import ConnectionError as RPCConnectionError
 
-        from oracle.chain.abi import ArtifactError, ChainError
+        from oracle.chain.abi import ArtifactError
+        from oracle.chain.tx import ChainError
         from oracle.evidence.bundle import BundleError
         from oracle.store.db import SchemaError
 

@@ -27,9 +27,10 @@ from rich.table import Table
 from web3 import Web3
 
 from oracle.chain import devchain
-from oracle.chain.abi import PROJECT_ROOT, contract, create_agreement, deploy, deploy_factory, deposit, transact
+from oracle.chain.abi import PROJECT_ROOT, contract
 from oracle.chain.config import ZERO_ADDRESS, config_from_terms
 from oracle.chain.keystore import create_keystore
+from oracle.chain.tx import create_agreement, deploy, deploy_factory, deposit, transact
 from oracle.core.terms import load_terms
 from oracle.engine.replay import recompute
 from oracle.evidence.bundle import find_bundle, load_bundle

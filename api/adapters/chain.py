@@ -17,7 +17,7 @@ from web3 import Web3
 from web3.exceptions import BadFunctionCallOutput, ContractLogicError, Web3Exception
 from web3.types import FilterParams
 
-from oracle.chain.abi import ChainError, contract, create_agreement, event_topic
+from oracle.chain.abi import contract, event_topic
 from oracle.chain.config import (
     CONFIG_EVENTS,
     SCOPES,
@@ -30,6 +30,7 @@ from oracle.chain.config import (
 from oracle.chain.keystore import load_keystore, read_password
 from oracle.chain.report import Report
 from oracle.chain.signing import unpack_signatures
+from oracle.chain.tx import ChainError, create_agreement
 from oracle.core.terms import Terms
 from oracle.verify.customer import DEBT_PERIOD, agreement_logs, recover_signers
 

@@ -10,8 +10,9 @@ from typing import Any
 from web3 import Web3
 from web3.contract import Contract
 
-from oracle.chain.abi import Rpc, RpcError, decode_event, decode_result, encode_call, event_topic
+from oracle.chain.abi import decode_event, decode_result, encode_call, event_topic
 from oracle.chain.config import CONFIG_EVENTS, Config, ConfigNotFound, config_in_force
+from oracle.chain.tx import Rpc, RpcError
 from oracle.core.terms import Terms, terms_hash
 from oracle.node.errors import ServiceError
 from oracle.node.settings import AgreementSpec

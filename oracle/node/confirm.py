@@ -12,7 +12,8 @@ from sqlalchemy import bindparam, select, update
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound
 from web3.types import RPCEndpoint
 
-from oracle.chain.abi import RpcError, decode_error
+from oracle.chain.abi import decode_error
+from oracle.chain.tx import RpcError
 from oracle.node.rows import Attempt, Row
 from oracle.node.states import Move, ReportState, move_many
 from oracle.node.tx import FILLER_GAS, FeeCapExceeded, TxBase, log

@@ -8,7 +8,8 @@ from typing import Any
 
 from eth_utils.crypto import keccak
 
-from oracle.chain.abi import RpcError, encode_call
+from oracle.chain.abi import encode_call
+from oracle.chain.tx import RpcError
 from oracle.node.rows import Attempt, Row
 from oracle.node.states import Move, ReportState, move_many
 from oracle.node.tx import GAS_MARGIN_PCT, FeeCapExceeded, TxBase, _unhex, log

@@ -14,8 +14,9 @@ from sqlalchemy.engine import Engine
 from web3 import Web3
 from web3.contract import Contract
 
-from oracle.chain.abi import Rpc, RpcError, contract, encode_call
+from oracle.chain.abi import contract, encode_call
 from oracle.chain.signing import Signer
+from oracle.chain.tx import Rpc, RpcError
 from oracle.node.rows import Attempt, Row, as_row
 from oracle.node.states import ReportState, move, note
 from oracle.store.db import reports, tx_attempts

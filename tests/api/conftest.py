@@ -18,19 +18,11 @@ from api.app import create_app
 from api.auth import hash_key
 from api.settings import ApiSettings
 from oracle.chain import devchain
-from oracle.chain.abi import (
-    PROJECT_ROOT,
-    contract,
-    create_agreement,
-    deploy,
-    deploy_factory,
-    deposit,
-    submit_report,
-    transact,
-)
+from oracle.chain.abi import PROJECT_ROOT, contract
 from oracle.chain.config import config_from_terms
 from oracle.chain.report import report_from_result
 from oracle.chain.signing import sign_for
+from oracle.chain.tx import create_agreement, deploy, deploy_factory, deposit, submit_report, transact
 from oracle.core.period import period_bounds
 from oracle.core.terms import load_terms, terms_hash
 from oracle.engine.kpi import compute_period

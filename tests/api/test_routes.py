@@ -8,8 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from oracle.chain.abi import contract, create_agreement, deposit
+from oracle.chain.abi import contract
 from oracle.chain.config import config_from_terms
+from oracle.chain.tx import create_agreement, deposit
 from oracle.core.terms import load_terms
 from oracle.engine.kpi import compute_period
 from oracle.engine.replay import recompute

@@ -11,19 +11,11 @@ from pathlib import Path
 from eth_account import Account
 from web3 import Web3
 
-from oracle.chain.abi import (
-    PROJECT_ROOT,
-    agreement_events,
-    create_agreement,
-    deploy,
-    deploy_factory,
-    deposit,
-    submit_report,
-    transact,
-)
+from oracle.chain.abi import PROJECT_ROOT
 from oracle.chain.config import config_from_terms
 from oracle.chain.report import report_from_result
 from oracle.chain.signing import sign_for
+from oracle.chain.tx import agreement_events, create_agreement, deploy, deploy_factory, deposit, submit_report, transact
 from oracle.core.terms import load_terms
 from oracle.engine.kpi import compute_period
 from oracle.evidence.load import load_evidence

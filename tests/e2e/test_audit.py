@@ -14,10 +14,11 @@ import pytest
 from eth_account import Account
 
 from oracle.chain import devchain
-from oracle.chain.abi import PROJECT_ROOT, create_agreement, deploy_factory, deposit, submit_report
+from oracle.chain.abi import PROJECT_ROOT
 from oracle.chain.config import config_from_terms
 from oracle.chain.report import make_report, report_from_result
 from oracle.chain.signing import sign_for
+from oracle.chain.tx import create_agreement, deploy_factory, deposit, submit_report
 from oracle.core.period import period_labels
 from oracle.core.terms import load_terms
 from oracle.engine.replay import freeze_period

@@ -13,10 +13,11 @@ from eth_account import Account
 from eth_utils import keccak
 
 from oracle.chain import devchain
-from oracle.chain.abi import PROJECT_ROOT, contract, create_agreement, deploy_factory, deposit, submit_report
+from oracle.chain.abi import PROJECT_ROOT, contract
 from oracle.chain.config import config_from_terms
 from oracle.chain.report import make_report
 from oracle.chain.signing import sign_for
+from oracle.chain.tx import create_agreement, deploy_factory, deposit, submit_report
 from oracle.core.terms import load_terms, parse_terms
 from oracle.verify.customer import verify_agreement
 from slacomp.demo import DEMO_ORACLE_KEYS

@@ -18,9 +18,9 @@ from sqlalchemy import create_engine
 from web3 import Web3
 
 from oracle.chain import devchain
-from oracle.chain.abi import create_agreement, deploy, deploy_factory, deposit, transact
 from oracle.chain.config import config_from_terms
 from oracle.chain.keystore import create_keystore, load_keystore
+from oracle.chain.tx import create_agreement, deploy, deploy_factory, deposit, transact
 from oracle.core.terms import load_terms
 from oracle.node.settings import Settings, load_settings
 from oracle.store import db
