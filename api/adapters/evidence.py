@@ -16,8 +16,9 @@ from oracle.core.period import periods
 from oracle.core.terms import Terms
 from oracle.evidence.bundle import BundleError, find_bundles, open_bundle
 from oracle.evidence.load import Evidence, load_evidence
+from oracle.evidence.schema import COLUMNS
 from oracle.store import db
-from oracle.store.ingest import COLUMNS, IngestResult, export_evidence, ingest_rows
+from oracle.store.ingest import IngestResult, export_evidence, ingest_rows
 
 from .terms import Registry
 

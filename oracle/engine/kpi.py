@@ -21,7 +21,8 @@ from oracle.core.period import period_bounds, period_index
 from oracle.core.terms import Objective, Terms, terms_hash
 from oracle.engine.timeline import Clock, Segments, Timeline, class_tables, counted_clock, device_segments
 from oracle.evidence.commitment import evidence_leaves
-from oracle.evidence.load import AVAILABLE, Evidence, Ticket
+from oracle.evidence.load import Evidence, Ticket
+from oracle.evidence.schema import AVAILABLE
 
 I64 = NDArray[np.int64]
 ESTATE = "*"

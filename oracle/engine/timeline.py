@@ -10,16 +10,8 @@ from numpy.typing import NDArray
 
 from oracle.core.calendar import Interval, business_intervals, intersect, merge, subtract
 from oracle.core.terms import Terms
-from oracle.evidence.load import (
-    AVAILABLE,
-    FAULTED,
-    IN_USE,
-    OFFLINE,
-    UNAVAILABLE,
-    UNKNOWN,
-    Evidence,
-    window_events,
-)
+from oracle.evidence.load import Evidence, window_events
+from oracle.evidence.schema import AVAILABLE, FAULTED, IN_USE, OFFLINE, UNAVAILABLE, UNKNOWN
 
 I64 = NDArray[np.int64]
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from oracle.core.merkle import leaf_hash, merkle_proof, merkle_root
 from oracle.core.terms import Terms
-from oracle.evidence.load import NO_END, STATES, Evidence, Exclusion, Ticket, window_events
+from oracle.evidence.load import Evidence, Exclusion, Ticket, window_events
+from oracle.evidence.schema import NO_END, STATES
 
 _EVENT = np.dtype([("ts", ">i8"), ("state", "u1")])
 

@@ -24,16 +24,19 @@ from oracle.evidence.csv import (
     read_raw,
     source_size,
 )
+from oracle.evidence.schema import (
+    DEVICES,
+    EVENTS,
+    EXCLUSIONS,
+    NO_END,
+    REQUIRED,
+    STATES,
+    TICKETS,
+)
 
 I64 = NDArray[np.int64]
 
-STATES = ("available", "in_use", "faulted", "unavailable", "offline")
-AVAILABLE, IN_USE, FAULTED, UNAVAILABLE, OFFLINE = range(5)
-UNKNOWN = 5  # no (fresh) event: not a CSV state, used by the engine
-NO_END = 2**62  # retired_at left empty
 MAX_REPORTED = 20
-
-DEVICES, EVENTS, EXCLUSIONS, TICKETS = "devices.csv", "events.csv", "exclusions.csv", "tickets.csv"
 
 
 class EvidenceError(ValueError):
@@ -181,7 +184,7 @@ def load_evidence(directory: str | Path | Mapping[str, bytes], terms: Terms) -> 
 
 def _load_devices(path: Source, terms: Terms, errors: _Errors) -> tuple[tuple[str, ...], I64, I64, I64, I64] | None:
     f = path.name
-    raw = _read(path, ["device_id", "site_id", "deployed_at"], errors)
+    raw = _read(path, list(REQUIRED["devices"]), errors)
     if raw is None:
         return None
     sites = {s.id: i for i, s in enumerate(terms.sites)}
@@ -229,7 +232,7 @@ def _load_events(path: Source, device_ids: tuple[str, ...], errors: _Errors,
         dev, state, ts = cols["device_id"], cols["state"], cols["ts"]
         out = _sort_events(dev, ts, state, device_ids)
         return _load_events(path, device_ids, errors, fast=False) if out is None else out
-    raw = _read(path, ["ts", "device_id", "state"], errors)
+    raw = _read(path, list(REQUIRED["events"]), errors)
     if raw is None:
         return None
     dev = raw.factorize(raw.col("device_id"), list(device_ids))
@@ -306,7 +309,7 @@ def _sort_events(dev: I64, ts: I64, state: I64, device_ids: tuple[str, ...], raw
 
 def _load_exclusions(path: Source, terms: Terms, device_ids: set[str], errors: _Errors) -> tuple[Exclusion, ...]:
     f = path.name
-    raw = _read(path, ["start", "end", "scope"], errors)
+    raw = _read(path, list(REQUIRED["exclusions"]), errors)
     if raw is None:
         return ()
     sites = {s.id for s in terms.sites}

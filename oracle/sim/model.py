@@ -15,15 +15,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from oracle.core.calendar import add_months, month_bounds, parse_label
+from oracle.evidence.schema import AVAILABLE, FAULTED, IN_USE, NO_END, OFFLINE, UNAVAILABLE
 from oracle.sim.clock import DAY, HOUR, LocalClock
 from oracle.sim.profiles import PROFILES, Profile
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
 
-STATES = ("available", "in_use", "faulted", "unavailable", "offline")
-AVAILABLE, IN_USE, FAULTED, UNAVAILABLE, OFFLINE = range(5)
-NO_END = 2**62  # not retired
 CAUSES = ("device", "site_outage")
 BAD_SITE_RATE_FACTOR = 3.0  # bad sites also fail this many times more often
 FRAILTY_SHAPE = 4.0  # per-device failure rates ~ Gamma(shape, mean/shape): some devices are lemons

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 
 from oracle.core.calendar import iso_utc
+from oracle.evidence.schema import NO_END, STATES
 from oracle.sim.clock import HOUR
 from oracle.sim.model import (
     BAD_SITE_RATE_FACTOR,
@@ -18,10 +19,8 @@ from oracle.sim.model import (
     DROPOUT_SIGMA,
     FRAILTY_SHAPE,
     JITTER_S,
-    NO_END,
     REPAIR_SHAPE,
     SESSION_SIGMA,
-    STATES,
     Simulation,
 )
 from oracle.sim.profiles import objectives_yaml

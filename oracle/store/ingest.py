@@ -26,7 +26,16 @@ from oracle.core.calendar import iso_utc, iso_utc_array
 from oracle.core.period import period_bounds, period_labels
 from oracle.core.terms import Terms
 from oracle.evidence.csv import parse_ts_text, read_columns
-from oracle.evidence.load import DEVICES, EVENTS, EXCLUSIONS, STATES, TICKETS
+from oracle.evidence.schema import (
+    COLUMNS,
+    DEVICES,
+    EVENTS,
+    EXCLUSIONS,
+    KINDS,
+    STATES,
+    SUFFIXES,
+    TICKETS,
+)
 from oracle.store.db import (
     comma_list,
     devices,
@@ -43,21 +52,6 @@ from oracle.store.db import (
     tickets,
 )
 
-KINDS = ("devices", "events", "exclusions", "tickets")
-FILE_OF = {"devices": DEVICES, "events": EVENTS, "exclusions": EXCLUSIONS, "tickets": TICKETS}
-COLUMNS = {
-    "devices": ("device_id", "site_id", "weight", "deployed_at", "retired_at"),
-    "events": ("ts", "device_id", "state"),
-    "exclusions": ("start", "end", "scope", "reason"),
-    "tickets": ("ticket_id", "site_id", "severity", "opened_at", "responded_at", "resolved_at"),
-}
-REQUIRED = {
-    "devices": ("device_id", "site_id", "deployed_at"),
-    "events": ("ts", "device_id", "state"),
-    "exclusions": ("start", "end", "scope"),
-    "tickets": ("ticket_id", "site_id", "severity", "opened_at"),
-}
-SUFFIXES = (".csv", ".jsonl", ".ndjson")
 FAST_MIN_BYTES = 64 << 10  # events CSV files from this size try the columnar path first
 _FAST_CHUNK = 200_000
 

@@ -172,7 +172,8 @@ def prove_device(bundle_path: str | Path, device_id: str) -> InclusionProof:
 
 def _leaf_data(loaded: Any, device_id: str, w0: int, w1: int) -> bytes:
     from oracle.evidence.commitment import device_leaf_data
-    from oracle.evidence.load import NO_END, STATES, window_events
+    from oracle.evidence.load import window_events
+    from oracle.evidence.schema import NO_END, STATES
 
     ev = loaded.evidence
     i = ev.device_ids.index(device_id)

@@ -9,7 +9,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from oracle.core.terms import Terms
-from oracle.evidence.load import NO_END, Evidence
+from oracle.evidence.load import Evidence
+from oracle.evidence.schema import NO_END
 
 UP_STATES = {0, 1}  # available, in_use
 

@@ -13,7 +13,8 @@ import oracle.evidence.load as evidence_module
 from oracle.core.terms import parse_terms
 from oracle.engine.kpi import compute_period
 from oracle.evidence.csv import MemFile, fast_instants, parse_ts_text, read_columns, read_fast, read_raw
-from oracle.evidence.load import STATES, EvidenceError, load_evidence
+from oracle.evidence.load import EvidenceError, load_evidence
+from oracle.evidence.schema import STATES
 from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 
 DEVICES = ["d1", "d2", "d3"]

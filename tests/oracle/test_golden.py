@@ -123,3 +123,17 @@ def test_every_period_of_the_term_is_computable(tmp_path: Path, label: str) -> N
     terms = terms_text([site("s")], (UPTIME,))
     res = _run(tmp_path, terms, label, devices=[("d1", "s", 1, EPOCH_DEPLOY, "")], events=[])
     assert res.objective("uptime").results[0].attainment_bps == 0  # no telemetry: down
+
+
+@pytest.mark.parametrize(("missing", "good"), [("down", 2_592_000 - 86_400), ("up", 2_592_000),
+                                               ("exclude", 2_592_000 - 86_400)])
+def test_an_unknown_event_counts_as_missing_data(tmp_path: Path, missing: str, good: int) -> None:
+    # November 2026, 24x7: one device says `unknown` for one day (86,400 s), exactly like a day
+    # without fresh data: down, up, or not counted, as the terms' missing_data says.
+    events = [("2026-11-01T00:00:00Z", "d1", "available"), ("2026-11-10T00:00:00Z", "d1", "unknown"),
+              ("2026-11-11T00:00:00Z", "d1", "available")]
+    terms = terms_text([site("s")], (UPTIME,), missing=missing, first="2026-11")
+    res = _run(tmp_path, terms, "2026-11", devices=[("d1", "s", 1, EPOCH_DEPLOY, "")], events=events)
+    up = res.objective("uptime").results[0]
+    counted = 2_592_000 - (86_400 if missing == "exclude" else 0)
+    assert (up.good_s, up.counted_s) == (good if missing != "exclude" else counted, counted)

@@ -15,7 +15,8 @@ from oracle.core.calendar import iso_utc
 from oracle.core.period import period_bounds
 from oracle.core.terms import Terms, parse_terms
 from oracle.engine.kpi import compute_period, measure_window
-from oracle.evidence.load import STATES, load_evidence
+from oracle.evidence.load import load_evidence
+from oracle.evidence.schema import STATES
 from tests.oracle.bruteforce import brute_force
 from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from oracle.core.calendar import iso_utc
 from oracle.core.period import period_bounds
 from oracle.core.terms import load_terms
-from oracle.evidence.load import STATES
+from oracle.evidence.schema import STATES
 from oracle.node.settings import SettingsError, load_settings
 from oracle.store import db, ingest
 from oracle.store.ingest import export_evidence, ingest_file, ingest_folder, ingest_rows, quarantined

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from oracle.core.period import period_bounds, period_labels
-from oracle.evidence.load import FAULTED, IN_USE, NO_END, OFFLINE
+from oracle.evidence.schema import FAULTED, IN_USE, NO_END, OFFLINE
 from oracle.sim.simulate import SimError, SimParams, simulate, simulate_estate
 from slacomp.cli import main as cli_main
 

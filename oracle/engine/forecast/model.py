@@ -14,7 +14,8 @@ from numpy.typing import NDArray
 from oracle.core.calendar import iso_utc, offset_pieces, zone
 from oracle.core.terms import Terms
 from oracle.engine.timeline import class_tables, device_segments
-from oracle.evidence.load import AVAILABLE, IN_USE, Evidence, window_events
+from oracle.evidence.load import Evidence, window_events
+from oracle.evidence.schema import AVAILABLE, IN_USE
 
 I64 = NDArray[np.int64]
 F64 = NDArray[np.float64]
