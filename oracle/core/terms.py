@@ -17,6 +17,7 @@ from eth_utils.crypto import keccak
 
 from oracle.core.calendar import WEEK_24X7, WeekHours, parse_label, zone
 from oracle.core.credit import BPS, Tier, validate_tiers
+from oracle.core.status_maps import check_overrides
 
 SCHEMA = "slacomp/v1"
 KPIS = ("site_availability", "site_max_down", "device_uptime", "ticket_response", "ticket_resolution")
@@ -88,6 +89,8 @@ class Terms:
     credit_cap_bps: int
     first_period: str
     periods: int
+    # telemetry.status_map: {table: ((protocol status, state), ...)} overrides of the built-in tables
+    status_map: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
 
     def site(self, site_id: str) -> Site:
         for s in self.sites:
@@ -353,6 +356,7 @@ def _parse(data: Any) -> Terms:
     stale = parse_duration(tel.get("stale_after", required=True), "telemetry.stale_after")
     missing = _choice(tel.get("missing_data", "down"), "telemetry.missing_data", MISSING_DATA)
     maint = _choice(tel.get("maintenance_state", "exclude"), "telemetry.maintenance_state", MAINTENANCE)
+    status_map = _status_map(tel.get("status_map", {}), "telemetry.status_map")
     tel.finish()
     mode = _choice(r.get("exclusion_mode", "remove"), "exclusion_mode", EXCLUSION_MODES)
 
@@ -396,8 +400,20 @@ def _parse(data: Any) -> Terms:
         agreement=agreement, timezone=tz, currency_symbol=symbol, decimals=decimals,
         monthly_fee=monthly_fee, stale_after=stale, missing_data=missing, maintenance_state=maint,
         exclusion_mode=mode, sites=tuple(sites), objectives=tuple(objectives),
-        credit_cap_bps=cap, first_period=first, periods=periods,
+        credit_cap_bps=cap, first_period=first, periods=periods, status_map=status_map,
     )
+
+
+def _status_map(value: Any, field: str) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    """{table: {protocol status: state}} overrides, checked against the built-in tables."""
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise TermsError(field, "expected {table: {protocol status: state}}, e.g. {ocpp16: {SuspendedEVSE: faulted}}")
+    entries = {str(k): {str(s): str(v) for s, v in m.items()} for k, m in value.items()}
+    problem = check_overrides(entries, field)
+    if problem:
+        where, _, why = problem.partition(": ")
+        raise TermsError(where, why)
+    return tuple((k, tuple(sorted(m.items()))) for k, m in sorted(entries.items()))
 
 
 # --------------------------------------------------------------------------- canonical form
@@ -434,6 +450,8 @@ def canonical_dict(terms: Terms) -> dict[str, Any]:
             "stale_after": terms.stale_after,
             "missing_data": terms.missing_data,
             "maintenance_state": terms.maintenance_state,
+            # only when set, so that the hash of terms written before status maps is unchanged
+            **({"status_map": {k: dict(m) for k, m in terms.status_map}} if terms.status_map else {}),
         },
         "exclusion_mode": terms.exclusion_mode,
         "sites": [

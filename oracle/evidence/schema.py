@@ -1,17 +1,16 @@
 """The evidence format, once: the four kinds of rows, their files, columns and required columns,
-and the device states with their codes. The reader (`oracle.evidence.csv`), the loader
+and the device states with their codes (defined in `oracle.core.states`, which the terms share).
+The reader (`oracle.evidence.csv`), the loader
 (`oracle.evidence.load`), the node's ingest and export (`oracle.store`) and the simulator all
 take these names from here; docs/terms.md describes the same format in prose."""
 from __future__ import annotations
 
 from typing import Final
 
-# Device states as written in events (CSV `state`, JSONL, mapped protocol statuses), in code order:
-# the code of a state is its index (the database, the commitment and the engine use codes).
-# `unknown` is a device saying it cannot tell (e.g. OCPI UNKNOWN): the engine treats it exactly
-# like no fresh event (the terms' `missing_data`), and the regulatory KPIs do not count it.
-STATES: Final = ("available", "in_use", "faulted", "unavailable", "offline", "unknown")
-AVAILABLE, IN_USE, FAULTED, UNAVAILABLE, OFFLINE, UNKNOWN = range(6)
+from oracle.core.states import AVAILABLE, FAULTED, IN_USE, OFFLINE, STATES, UNAVAILABLE, UNKNOWN
+
+__all__ = ["AVAILABLE", "COLUMNS", "DEVICES", "EVENTS", "EXCLUSIONS", "FAULTED", "FILE_OF", "IN_USE", "KINDS",
+           "NO_END", "OFFLINE", "REQUIRED", "STATES", "SUFFIXES", "TICKETS", "UNAVAILABLE", "UNKNOWN"]
 
 DEVICES, EVENTS, EXCLUSIONS, TICKETS = "devices.csv", "events.csv", "exclusions.csv", "tickets.csv"
 KINDS: Final = ("devices", "events", "exclusions", "tickets")

@@ -11,7 +11,7 @@ import pytest
 
 from oracle.core.merkle import leaf_hash, merkle_proof, merkle_root, verify_proof
 from oracle.core.period import period_bounds, period_labels
-from oracle.core.terms import canonical_bytes, parse_terms, terms_hash
+from oracle.core.terms import TermsError, canonical_bytes, parse_terms, terms_hash
 from oracle.evidence.commitment import evidence_leaves
 from oracle.evidence.csv import parse_ts_text, read_raw
 from oracle.evidence.load import EvidenceError, load_evidence
@@ -207,3 +207,20 @@ def test_csv_dialects_read_the_same(tmp_path: Path, text: str) -> None:
     ev = load_evidence(folder, terms)
     assert ev.ev_device.tolist() == [0, 1] and ev.ev_state.tolist() == [0, 2]
     assert ev.ev_ts.tolist() == [parse_ts_text("2026-10-01T00:00:00Z"), parse_ts_text("2026-10-03T00:00:00Z")]
+
+
+def test_status_map_overrides_a_table_and_names_a_bad_key() -> None:
+    from oracle.core.status_maps import UnknownStatus, state_of, tables_of
+    plain = parse_terms(SPEC_EXAMPLE)
+    changed = parse_terms(SPEC_EXAMPLE.replace("  missing_data: down\n",
+                                        "  missing_data: down\n  status_map: {ocpp16: {SuspendedEVSE: faulted}}\n"))
+    assert plain.status_map == () and terms_hash(changed) != terms_hash(plain)
+    tables = tables_of(changed.status_map)
+    assert state_of(tables["ocpp16"], "ocpp16", "SuspendedEVSE") == "faulted"
+    assert state_of(tables_of(())["ocpp16"], "ocpp16", "SuspendedEVSE") == "in_use"
+    assert state_of(tables["ocpi221"], "ocpi221", "BLOCKED") == "unknown"
+    with pytest.raises(UnknownStatus, match="'Parked'"):
+        state_of(tables["ocpp201"], "ocpp201", "Parked")
+    with pytest.raises(TermsError, match=r"telemetry.status_map.ocpp16.Faulted: 'broken' is not one of"):
+        parse_terms(SPEC_EXAMPLE.replace("  missing_data: down\n",
+                                  "  missing_data: down\n  status_map: {ocpp16: {Faulted: broken}}\n"))
