@@ -12,13 +12,13 @@ from sqlalchemy import MetaData, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from oracle.core.period import periods
 from oracle.core.terms import Terms
 from oracle.evidence.bundle import BundleError, find_bundles, open_bundle
 from oracle.evidence.load import Evidence, load_evidence
 from oracle.evidence.schema import COLUMNS
 from oracle.store import db
-from oracle.store.ingest import IngestResult, export_evidence, ingest_rows
+from oracle.store.export import export_evidence
+from oracle.store.ingest import IngestResult, ingest_rows
 
 from .terms import Registry
 
@@ -61,19 +61,10 @@ class EvidenceStore:
         self._versions: dict[str, tuple[float, int]] = {}
         self._lock = threading.Lock()
 
-    def frozen_before(self, key: str, terms: Terms) -> int | None:
-        """Rows before the end of the last closed period are late (as the oracle node counts them)."""
-        with self.engine.connect() as conn:
-            last = conn.execute(select(func.max(db.reports.c.period)).where(
-                db.reports.c.agreement == key, db.reports.c.bundle_id.is_not(None))).scalar()
-        if last is None:
-            return None
-        return periods(terms)[int(last)].end
-
     def ingest(self, address: str, terms: Terms, kind: str, rows: list[dict[str, Any]], origin: str) -> IngestResult:
         key = self.registry.key(address)
         try:
-            return ingest_rows(self.engine, terms, key, KINDS[kind], rows, origin, self.frozen_before(key, terms))
+            return ingest_rows(self.engine, terms, key, KINDS[kind], rows, origin)
         finally:
             with self._lock:
                 self._versions.pop(key, None)  # our own ingest is seen at once

@@ -24,7 +24,7 @@ from oracle.node.rows import Row, report, reports_of
 from oracle.node.states import insert_closed
 from oracle.store import db
 from oracle.store.db import lock_agreements, reports, sources
-from oracle.store.ingest import export_evidence
+from oracle.store.export import export_evidence
 
 log = logging.getLogger("slacomp.oracle.node.loop")
 

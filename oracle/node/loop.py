@@ -429,7 +429,7 @@ class Service:
                     close = self.closer.job(a, config, period, durable=not CAN_DEFER_SYNC)
                     break
         self._jobs[a.spec.key] = self.workers.submit(WorkerJob(
-            a.spec.key, a.terms, a.spec.inbox, self.intake.frozen_before(a, have), close))
+            a.spec.key, a.terms, a.spec.inbox, close))
 
     def _finish_job(self, a: Served) -> None:
         """Wait for the agreement's worker job: record its ingest (or raise its failure) and

@@ -28,7 +28,6 @@ class WorkerJob:
     key: str
     terms: Terms
     inbox: Path | None
-    frozen_before: int | None
     close: CloseJob | None
 
 
@@ -124,7 +123,7 @@ def _job_in_worker(job: WorkerJob) -> WorkerResult:
     out = WorkerResult()
     try:
         if job.inbox is not None:
-            out.ingest = ingest_folder(engine, job.terms, job.key, job.inbox, job.frozen_before)
+            out.ingest = ingest_folder(engine, job.terms, job.key, job.inbox)
     except Exception as exc:  # noqa: BLE001 - the main process raises it
         out.ingest = _portable(exc)
         return out

@@ -29,7 +29,8 @@ from oracle.engine.kpi import compute_period
 from oracle.engine.replay import freeze_period
 from oracle.evidence.load import load_evidence
 from oracle.store.db import connect
-from oracle.store.ingest import export_evidence, ingest_file
+from oracle.store.export import export_evidence
+from oracle.store.ingest import ingest_file
 
 EXAMPLE = PROJECT_ROOT / "examples" / "acme-ev"
 TERMS = EXAMPLE / "terms.yaml"

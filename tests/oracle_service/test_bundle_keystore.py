@@ -14,7 +14,8 @@ from oracle.engine.replay import freeze_period, recompute
 from oracle.evidence.bundle import BundleError, find_bundle, load_bundle
 from oracle.evidence.load import load_evidence
 from oracle.store import db
-from oracle.store.ingest import export_evidence, ingest_folder
+from oracle.store.export import export_evidence
+from oracle.store.ingest import ingest_folder
 from tests.e2e.helpers import EXAMPLE, rewrite_bundle
 
 TERMS_PATH = EXAMPLE / "terms.yaml"

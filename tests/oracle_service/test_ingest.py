@@ -14,7 +14,8 @@ from oracle.core.terms import load_terms
 from oracle.evidence.schema import STATES
 from oracle.node.settings import SettingsError, load_settings
 from oracle.store import db, ingest
-from oracle.store.ingest import export_evidence, ingest_file, ingest_folder, ingest_rows, quarantined
+from oracle.store.export import export_evidence
+from oracle.store.ingest import ingest_file, ingest_folder, ingest_rows, quarantined
 from tests.e2e.helpers import EXAMPLE
 
 TERMS = load_terms(EXAMPLE / "terms.yaml")
@@ -214,7 +215,7 @@ def test_export_writes_what_a_plain_csv_writer_writes(engine, tmp_path):
 def test_window_columns_sort_what_the_aggregate_gives_out_of_order():
     """The database's string aggregate promises no order: each device's "ts,state" pairs are
     put in time order, devices kept in the order given, devices without events left out."""
-    from oracle.store.ingest import _window_columns
+    from oracle.store.export import _window_columns
 
     def text(*pairs):  # the query's form: ts * 8 + state code
         return ",".join(str(t * 8 + s) for t, s in pairs)
