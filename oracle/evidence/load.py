@@ -5,7 +5,7 @@ Every problem is reported as an EvidenceError naming file, line and field; all p
 a file are gathered (up to a limit) before raising."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,17 +13,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from oracle.core.terms import Terms
-from oracle.evidence.csv import (
-    FAST_MIN_BYTES,
-    CsvProblems,
-    MemFile,
-    RawCsv,
-    Source,
-    parse_ts_text,
-    read_fast,
-    read_raw,
-    source_size,
-)
+from oracle.evidence.csv import CsvProblems, MemFile, RawCsv, Source, read_raw, source_size
+from oracle.evidence.csv_fast import FAST_MIN_BYTES, read_fast
+from oracle.evidence.rows import RowReject, RowValidator
 from oracle.evidence.schema import (
     DEVICES,
     EVENTS,
@@ -135,13 +127,11 @@ def _read(path: Source, required: list[str], errors: _Errors) -> RawCsv | None:
         return None
 
 
-def _ts_cell(text: str, file: str, line: int, field: str, errors: _Errors, optional: bool = False) -> int | None:
-    if optional and not text.strip():
-        return None
-    v = parse_ts_text(text.strip())
-    if v is None:
-        errors.add(file, line, field, f"{text!r} is not an ISO-8601 instant with offset (e.g. 2026-10-01T08:00:00Z)")
-    return v
+def _records(raw: RawCsv) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line, {column: text}) of every row, for the row validator."""
+    cols = {c: raw.text(raw.col(c)) for c in raw.header}
+    for i, line in enumerate(raw.lines.tolist()):
+        yield line, {c: v[i] for c, v in cols.items()}
 
 
 def load_evidence(directory: str | Path | Mapping[str, bytes], terms: Terms) -> Evidence:
@@ -188,34 +178,20 @@ def _load_devices(path: Source, terms: Terms, errors: _Errors) -> tuple[tuple[st
     if raw is None:
         return None
     sites = {s.id: i for i, s in enumerate(terms.sites)}
-    cols = {c: raw.text(raw.col(c)) for c in ("device_id", "site_id", "deployed_at")}
-    weights = raw.text(raw.col("weight")) if "weight" in raw.header else [""] * len(raw)
-    retired = raw.text(raw.col("retired_at")) if "retired_at" in raw.header else [""] * len(raw)
+    check = RowValidator(terms, set())
     rows: dict[str, tuple[int, int, int, int, int]] = {}
-    for i, line in enumerate(raw.lines.tolist()):
-        did = cols["device_id"][i].strip()
-        if not did:
-            errors.add(f, line, "device_id", "is empty")
-            continue
+    for line, row in _records(raw):
+        did = row["device_id"].strip()
         if did in rows:
             errors.add(f, line, "device_id", f"duplicate device {did!r} (first on line {rows[did][4]})")
             continue
-        sid = cols["site_id"][i].strip()
-        if sid not in sites:
-            errors.add(f, line, "site_id", f"unknown site {sid!r}; the terms define {', '.join(sites)}")
+        try:
+            d = check.devices_row(row)
+        except RowReject as rej:
+            errors.add(f, line, rej.field, rej.reason)
             continue
-        w = weights[i].strip() or "1"
-        if not w.isdigit() or int(w) < 1:
-            errors.add(f, line, "weight", f"{w!r} is not a positive integer")
-            continue
-        dep = _ts_cell(cols["deployed_at"][i], f, line, "deployed_at", errors)
-        ret = _ts_cell(retired[i], f, line, "retired_at", errors, optional=True)
-        if dep is None or (retired[i].strip() and ret is None):
-            continue
-        if ret is not None and ret <= dep:
-            errors.add(f, line, "retired_at", "must be after deployed_at")
-            continue
-        rows[did] = (sites[sid], int(w), dep, NO_END if ret is None else ret, line)
+        ret = d["retired_at"]
+        rows[did] = (sites[d["site_id"]], d["weight"], d["deployed_at"], NO_END if ret is None else ret, line)
     ids = tuple(sorted(rows))
     arr = np.array([rows[i][:4] for i in ids], dtype=np.int64).reshape(len(ids), 4)
     return ids, arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(), arr[:, 3].copy()
@@ -312,31 +288,15 @@ def _load_exclusions(path: Source, terms: Terms, device_ids: set[str], errors: _
     raw = _read(path, list(REQUIRED["exclusions"]), errors)
     if raw is None:
         return ()
-    sites = {s.id for s in terms.sites}
-    starts, ends, scopes = (raw.text(raw.col(c)) for c in ("start", "end", "scope"))
-    reasons = raw.text(raw.col("reason")) if "reason" in raw.header else [""] * len(raw)
+    check = RowValidator(terms, device_ids)
     out = []
-    for i, line in enumerate(raw.lines.tolist()):
-        s = _ts_cell(starts[i], f, line, "start", errors)
-        e = _ts_cell(ends[i], f, line, "end", errors)
-        scope = scopes[i].strip()
-        kind, _, target = scope.partition(":")
-        known = scope == "*" or (kind == "site" and target in sites) or (kind == "device" and target in device_ids)
-        if not known:
-            if kind == "site":
-                msg = f"unknown site {target!r}"
-            elif kind == "device":
-                msg = f"unknown device {target!r}"
-            else:
-                msg = f"{scope!r} is not '*', 'site:<id>' or 'device:<id>'"
-            errors.add(f, line, "scope", msg)
+    for line, row in _records(raw):
+        try:
+            x = check.exclusions_row(row)
+        except RowReject as rej:
+            errors.add(f, line, rej.field, rej.reason)
             continue
-        if s is None or e is None:
-            continue
-        if e <= s:
-            errors.add(f, line, "end", "must be after start")
-            continue
-        out.append(Exclusion(s, e, scope, reasons[i].strip(), line))
+        out.append(Exclusion(x["start_ts"], x["end_ts"], x["scope"], x["reason"], line))
     return tuple(out)
 
 
@@ -346,40 +306,21 @@ def _load_tickets(path: Source, terms: Terms, errors: _Errors) -> tuple[Ticket, 
     raw = _read(path, cols, errors)
     if raw is None:
         return ()
-    sites = {s.id for s in terms.sites}
-    severities = {sev for o in terms.objectives for sev, _ in o.targets}
-    text = {c: raw.text(raw.col(c)) for c in cols}
+    check = RowValidator(terms, set())
     seen: dict[str, int] = {}
     out = []
-    for i, line in enumerate(raw.lines.tolist()):
-        tid = text["ticket_id"][i].strip()
-        if not tid:
-            errors.add(f, line, "ticket_id", "is empty")
-            continue
+    for line, row in _records(raw):
+        tid = row["ticket_id"].strip()
         if tid in seen:
             errors.add(f, line, "ticket_id", f"duplicate ticket {tid!r} (first on line {seen[tid]})")
             continue
+        try:
+            k = check.tickets_row(row)
+        except RowReject as rej:
+            errors.add(f, line, rej.field, rej.reason)
+            continue
         seen[tid] = line
-        sid = text["site_id"][i].strip()
-        if sid not in sites:
-            errors.add(f, line, "site_id", f"unknown site {sid!r}")
-            continue
-        sev = text["severity"][i].strip()
-        if severities and sev not in severities:
-            errors.add(f, line, "severity", f"{sev!r} has no target in the terms ({', '.join(sorted(severities))})")
-            continue
-        opened = _ts_cell(text["opened_at"][i], f, line, "opened_at", errors)
-        resp = _ts_cell(text["responded_at"][i], f, line, "responded_at", errors, optional=True)
-        reso = _ts_cell(text["resolved_at"][i], f, line, "resolved_at", errors, optional=True)
-        if opened is None:
-            continue
-        bad = False
-        for name, v in (("responded_at", resp), ("resolved_at", reso)):
-            if v is not None and v < opened:
-                errors.add(f, line, name, "is before opened_at")
-                bad = True
-        if not bad:
-            out.append(Ticket(tid, sid, sev, opened, resp, reso, line))
+        out.append(Ticket(tid, k["site_id"], k["severity"], k["opened_at"], k["responded_at"], k["resolved_at"], line))
     return tuple(out)
 
 

@@ -6,9 +6,7 @@ with file, line, field and reason; identical rows are counted as duplicates. Re-
 same content is a no-op. Rows out: `oracle.store.export`."""
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import sqlite3
@@ -24,7 +22,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from oracle.core.calendar import iso_utc
 from oracle.core.terms import Terms
-from oracle.evidence.csv import parse_ts_text, read_columns
+from oracle.evidence.csv_fast import read_columns
+from oracle.evidence.rows import RowReject, RowValidator, read_rows
 from oracle.evidence.schema import (
     KINDS,
     STATES,
@@ -70,12 +69,6 @@ class IngestResult:
             "problems": [{"line": ln, "field": f, "reason": r} for ln, f, r in self.problems[:50]]}
 
 
-class _Reject(Exception):
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(reason)
-        self.field, self.reason = field, reason
-
-
 # ------------------------------------------------------------------ reading
 
 
@@ -86,114 +79,6 @@ def kind_of(path: Path) -> str:
         if stem.startswith(kind):
             return kind
     raise IngestError(f"{path.name}: cannot tell the kind from the name (start it with {', '.join(KINDS)})")
-
-
-def _read_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any] | _Reject]]:
-    """(line, row) pairs; a row that cannot even be parsed comes as a _Reject."""
-    text = data.decode("utf-8-sig", errors="replace")
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        for i, record in enumerate(text.splitlines(), start=1):
-            if not record.strip():
-                continue
-            try:
-                obj = json.loads(record)
-            except json.JSONDecodeError as exc:
-                yield i, _Reject("(row)", f"not valid JSON: {exc.msg} at column {exc.colno}")
-                continue
-            yield i, obj if isinstance(obj, dict) else _Reject("(row)", "not a JSON object")
-        return
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header: list[str] | None = None
-    line = 1
-    for cells in reader:
-        start, line = line, reader.line_num + 1
-        if header is None:
-            header = [c.strip() for c in cells]
-            continue
-        if not any(c.strip() for c in cells):
-            continue
-        if len(cells) != len(header):
-            yield start, _Reject("(row)", f"has {len(cells)} fields, the header has {len(header)}")
-            continue
-        yield start, dict(zip(header, cells))
-
-
-# ------------------------------------------------------------------ validation
-
-
-def _text(row: dict[str, Any], name: str, required: bool = True) -> str:
-    v = row.get(name)
-    text = "" if v is None else str(v).strip()
-    if required and not text:
-        raise _Reject(name, "is missing or empty")
-    return text
-
-
-def _ts(row: dict[str, Any], name: str, required: bool = True) -> int | None:
-    text = _text(row, name, required)
-    if not text:
-        return None
-    v = parse_ts_text(text)
-    if v is None:
-        raise _Reject(name, f"{text!r} is not an ISO-8601 instant with offset (e.g. 2026-10-01T08:00:00Z)")
-    return v
-
-
-class _Validator:
-    """Checks one row of a kind against the terms and the devices known so far."""
-
-    def __init__(self, terms: Terms, known_devices: set[str]) -> None:
-        self.sites = {s.id for s in terms.sites}
-        self.severities = {sev for o in terms.objectives for sev, _ in o.targets}
-        self.devices = known_devices
-
-    def devices_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        did, sid = _text(row, "device_id"), _text(row, "site_id")
-        if sid not in self.sites:
-            raise _Reject("site_id", f"unknown site {sid!r}; the terms define {', '.join(sorted(self.sites))}")
-        w = _text(row, "weight", required=False) or "1"
-        if not (w.isascii() and w.isdigit()) or int(w) < 1:  # "²".isdigit(), but int("²") fails
-            raise _Reject("weight", f"{w!r} is not a positive integer")
-        dep, ret = _ts(row, "deployed_at"), _ts(row, "retired_at", required=False)
-        if ret is not None and dep is not None and ret <= dep:
-            raise _Reject("retired_at", "must be after deployed_at")
-        return {"device_id": did, "site_id": sid, "weight": int(w), "deployed_at": dep, "retired_at": ret}
-
-    def events_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        ts, did, state = _ts(row, "ts"), _text(row, "device_id"), _text(row, "state")
-        if state not in STATES:
-            raise _Reject("state", f"{state!r} is not one of {', '.join(STATES)}")
-        if did not in self.devices:
-            raise _Reject("device_id", f"unknown device {did!r} (not in the inventory yet)")
-        return {"ts": ts, "device_id": did, "state": state}
-
-    def exclusions_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        s, e = _ts(row, "start"), _ts(row, "end")
-        scope = _text(row, "scope")
-        kind, _, target = scope.partition(":")
-        if scope != "*" and not (kind == "site" and target in self.sites) \
-                and not (kind == "device" and target in self.devices):
-            what = {"site": f"unknown site {target!r}", "device": f"unknown device {target!r}"}
-            raise _Reject("scope", what.get(kind, f"{scope!r} is not '*', 'site:<id>' or 'device:<id>'"))
-        assert s is not None and e is not None
-        if e <= s:
-            raise _Reject("end", "must be after start")
-        return {"start_ts": s, "end_ts": e, "scope": scope, "reason": _text(row, "reason", required=False)}
-
-    def tickets_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        tid, sid, sev = _text(row, "ticket_id"), _text(row, "site_id"), _text(row, "severity")
-        if sid not in self.sites:
-            raise _Reject("site_id", f"unknown site {sid!r}")
-        if self.severities and sev not in self.severities:
-            raise _Reject("severity", f"{sev!r} has no target in the terms ({', '.join(sorted(self.severities))})")
-        opened = _ts(row, "opened_at")
-        out = {"ticket_id": tid, "site_id": sid, "severity": sev, "opened_at": opened}
-        for name in ("responded_at", "resolved_at"):
-            v = _ts(row, name, required=False)
-            if v is not None and opened is not None and v < opened:
-                raise _Reject(name, "is before opened_at")
-            out[name] = v
-        return out
 
 
 # ------------------------------------------------------------------ storing
@@ -275,7 +160,7 @@ class _Batch:
         return (rec["start_ts"], rec["end_ts"], rec["scope"], rec["reason"])
 
     def add(self, rec: dict[str, Any], source_id: int, line: int) -> None:
-        """Raises _Reject for a conflict with a row already held."""
+        """Raises RowReject for a conflict with a row already held."""
         key = self._key(rec)
         old = self.existing.get(key)
         if old is None:
@@ -283,7 +168,7 @@ class _Batch:
                 # the period's report and bundle are frozen; storing the row would also shift the
                 # opening state of the next period, so it waits for an operator instead
                 self.result.late += 1
-                raise _Reject("ts", f"falls in a period already closed (ended {iso_utc(self.frozen_before)}); "
+                raise RowReject("ts", f"falls in a period already closed (ended {iso_utc(self.frozen_before)}); "
                                     "its report and evidence bundle are frozen")
             full = rec | {"source_id": source_id, "line": line}
             self.existing[key] = full
@@ -308,10 +193,10 @@ class _Batch:
             return
         where = f"source {old['source_id']} line {old['line']}"
         if self.kind == "events":
-            raise _Reject("state", f"device {rec['device_id']!r} already has state {old['state']!r} at this "
+            raise RowReject("state", f"device {rec['device_id']!r} already has state {old['state']!r} at this "
                                    f"instant ({where})")
         field_ = diff[0]
-        raise _Reject(field_, f"conflicts with {self.kind[:-1]} {key!r} held from {where} "
+        raise RowReject(field_, f"conflicts with {self.kind[:-1]} {key!r} held from {where} "
                               f"({field_}: {old[field_]!r} != {rec[field_]!r})")
 
     def flush(self) -> None:
@@ -326,21 +211,21 @@ class _Batch:
 
 
 def _store(conn: Connection, terms: Terms, agreement: str, kind: str, source_id: int, file: str,
-           rows: Iterable[tuple[int, dict[str, Any] | _Reject]], result: IngestResult,
+           rows: Iterable[tuple[int, dict[str, Any] | RowReject]], result: IngestResult,
            frozen_before: int | None) -> None:
     # only events and exclusions name devices (an inventory's own rows are checked against the terms)
     known = set(_device_ids(conn, agreement)) if kind in ("events", "exclusions") else set()
-    validator = _Validator(terms, known)
+    validator = RowValidator(terms, known)
     check = getattr(validator, f"{kind}_row")
     staged: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
-    rejects: list[tuple[int, dict[str, Any] | None, _Reject]] = []
+    rejects: list[tuple[int, dict[str, Any] | None, RowReject]] = []
     for line, row in rows:
-        if isinstance(row, _Reject):
+        if isinstance(row, RowReject):
             rejects.append((line, None, row))
             continue
         try:
             rec = check(row)
-        except _Reject as rej:
+        except RowReject as rej:
             rejects.append((line, row, rej))
             continue
         staged.append((line, row, rec))
@@ -351,7 +236,7 @@ def _store(conn: Connection, terms: Terms, agreement: str, kind: str, source_id:
     for line, row, rec in staged:
         try:
             batch.add(rec, source_id, line)
-        except _Reject as rej:
+        except RowReject as rej:
             rejects.append((line, row, rej))
     batch.flush()
     stamp = now()
@@ -467,7 +352,7 @@ def _seen(conn: Connection, agreement: str, kind: str, digest: str) -> bool:
 
 
 def _ingest(engine: Engine, terms: Terms, agreement: str, kind: str, name: str, digest: str,
-            rows: Iterable[tuple[int, dict[str, Any] | _Reject]], frozen_before: int | None,
+            rows: Iterable[tuple[int, dict[str, Any] | RowReject]], frozen_before: int | None,
             fast: Path | None = None) -> IngestResult:
     if kind not in KINDS:
         raise IngestError(f"unknown kind {kind!r} ({', '.join(KINDS)})")
@@ -477,7 +362,7 @@ def _ingest(engine: Engine, terms: Terms, agreement: str, kind: str, name: str, 
 
 
 def _ingest_in(conn: Connection, terms: Terms, agreement: str, frozen_before: int | None, kind: str, name: str,
-               digest: str, rows: Iterable[tuple[int, dict[str, Any] | _Reject]],
+               digest: str, rows: Iterable[tuple[int, dict[str, Any] | RowReject]],
                fast: Path | None = None, checked: bool = False) -> IngestResult:
     """One input, in the caller's transaction."""
     result = IngestResult(source=name, kind=kind)
@@ -498,7 +383,7 @@ def _ingest_in(conn: Connection, terms: Terms, agreement: str, frozen_before: in
     return result
 
 
-_Input = tuple[str, str, str, Iterable[tuple[int, dict[str, Any] | _Reject]], Path | None]
+_Input = tuple[str, str, str, Iterable[tuple[int, dict[str, Any] | RowReject]], Path | None]
 def ingest_file(engine: Engine, terms: Terms, agreement: str, path: str | Path, kind: str | None = None,
                 frozen_before: int | None = None) -> IngestResult:
     """Ingest one CSV/JSONL file for `agreement`. Idempotent: the same content is ingested once."""
@@ -521,15 +406,15 @@ def _open(p: Path, kind: str | None) -> _Input:
         data = p.read_bytes()
     except OSError as exc:
         raise IngestError(f"{p}: cannot read: {exc.strerror}") from None
-    return kind, str(p), hashlib.sha256(data).hexdigest(), _read_rows(p, data), None
+    return kind, str(p), hashlib.sha256(data).hexdigest(), read_rows(p, data), None
 
 
-def _read_rows_later(p: Path) -> Iterator[tuple[int, dict[str, Any] | _Reject]]:
+def _read_rows_later(p: Path) -> Iterator[tuple[int, dict[str, Any] | RowReject]]:
     try:
         data = p.read_bytes()
     except OSError as exc:
         raise IngestError(f"{p}: cannot read: {exc.strerror}") from None
-    yield from _read_rows(p, data)
+    yield from read_rows(p, data)
 
 
 def ingest_rows(engine: Engine, terms: Terms, agreement: str, kind: str, rows: list[dict[str, Any]],
@@ -538,8 +423,8 @@ def ingest_rows(engine: Engine, terms: Terms, agreement: str, kind: str, rows: l
     The same batch content sent twice is ingested once."""
     body = json.dumps(rows, sort_keys=True, separators=(",", ":"), default=str).encode()
     digest = hashlib.sha256(body).hexdigest()
-    items: list[tuple[int, dict[str, Any] | _Reject]] = [
-        (i, r if isinstance(r, dict) else _Reject("(row)", "not an object")) for i, r in enumerate(rows, start=1)]
+    items: list[tuple[int, dict[str, Any] | RowReject]] = [
+        (i, r if isinstance(r, dict) else RowReject("(row)", "not an object")) for i, r in enumerate(rows, start=1)]
     return _ingest(engine, terms, agreement, kind, f"{origin}:{digest[:12]}", digest, items, frozen_before)
 
 
@@ -553,19 +438,19 @@ def _release(conn: Connection, terms: Terms, agreement: str, frozen_before: int 
         if not mine:
             continue
         scratch = IngestResult(source="(requeue)", kind=kind)
-        validator = _Validator(terms, set(_device_ids(conn, agreement)))
+        validator = RowValidator(terms, set(_device_ids(conn, agreement)))
         batch = _Batch(conn, agreement, kind, scratch, frozen_before)
         ok: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for q in mine:
             try:
                 ok.append((q, getattr(validator, f"{kind}_row")(json.loads(q["raw"]))))
-            except _Reject:
+            except RowReject:
                 continue
         batch.preload([rec for _, rec in ok])
         for q, rec in ok:
             try:
                 batch.add(rec, q["source_id"], q["line"])
-            except _Reject:
+            except RowReject:
                 continue
             execute_many(conn, _Q_RESOLVE, [{"qid": q["id"], "stamp": now()}])
             released += 1

@@ -12,7 +12,8 @@ import pytest
 import oracle.evidence.load as evidence_module
 from oracle.core.terms import parse_terms
 from oracle.engine.kpi import compute_period
-from oracle.evidence.csv import MemFile, fast_instants, parse_ts_text, read_columns, read_fast, read_raw
+from oracle.evidence.csv import MemFile, parse_ts_text, read_raw
+from oracle.evidence.csv_fast import fast_instants, read_columns, read_fast
 from oracle.evidence.load import EvidenceError, load_evidence
 from oracle.evidence.schema import STATES
 from tests.oracle.conftest import AVAIL, DEVUP, MAXDOWN, UPTIME, site, terms_text, write_evidence
