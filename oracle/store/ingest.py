@@ -9,26 +9,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from oracle.core.calendar import iso_utc
 from oracle.core.terms import Terms
-from oracle.evidence.csv_fast import read_columns
 from oracle.evidence.rows import RowReject, RowValidator, read_rows
 from oracle.evidence.schema import (
     KINDS,
     STATES,
     SUFFIXES,
 )
+from oracle.store.bulk import store_events_bulk
 from oracle.store.db import (
     devices,
     events,
@@ -45,7 +43,6 @@ from oracle.store.db import (
 from oracle.store.frozen import frozen_before_in
 
 FAST_MIN_BYTES = 64 << 10  # events CSV files from this size try the columnar path first
-_FAST_CHUNK = 200_000
 
 
 class IngestError(ValueError):
@@ -95,6 +92,11 @@ def _device_ids(conn: Connection, agreement: str) -> dict[str, int]:
 
 
 _STATE_CODE = {s: i for i, s in enumerate(STATES)}
+
+
+def _events_held(conn: Connection, agreement: str) -> Callable[[int, int], bool]:
+    """Whether the agreement holds an event in [lo, hi] (one indexed probe)."""
+    return lambda lo, hi: bool(fetch_tuples(conn, _Q_EVENTS_HELD, {"agreement": agreement, "lo": lo, "hi": hi}))
 
 
 def _events_of(agreement: Any, *where: Any) -> Any:
@@ -250,89 +252,6 @@ def _store(conn: Connection, terms: Terms, agreement: str, kind: str, source_id:
     result.problems += [(line, rej.field, rej.reason) for line, _, rej in ordered]
 
 
-def _store_events_fast(conn: Connection, agreement: str, source_id: int, path: Path, result: IngestResult,
-                       frozen_before: int | None) -> bool:
-    """The columnar path for a large, clean events CSV: every row valid, no two rows for one
-    device and instant, nothing already held in its time range. Then the rows are stored in
-    primary-key order with a few large driver-level statements and True is returned; otherwise
-    nothing is written and the row-by-row path (which names the line and field of every
-    problem) takes the file."""
-    ids = _device_ids(conn, agreement)
-    known = tuple(sorted(ids))
-    cols = read_columns(path, {"device_id": known, "state": STATES}, ["ts"]) if known else None
-    if cols is None or not len(cols["ts"]):
-        return False
-    dev, ts, state = cols["device_id"], cols["ts"], cols["state"]
-    t_lo, t_hi = int(ts.min()), int(ts.max())
-    if frozen_before is not None and t_lo < frozen_before:
-        return False  # rows for a closed period are quarantined one by one
-    # (device id, ts) order: the primary key's, so the insert appends to the B-tree
-    key_of = np.array([ids[k] for k in known], dtype=np.int64)
-    rank = np.empty(len(known), dtype=np.uint16 if len(known) <= 1 << 16 else np.int64)
-    rank[np.argsort(key_of, kind="stable")] = np.arange(len(known))
-    dkey = rank[dev]
-    if bool((ts[1:] >= ts[:-1]).all()):  # the usual time-ordered file: one stable (radix) sort
-        order = np.argsort(dkey, kind="stable")
-    else:
-        order = np.lexsort((ts, dkey))
-    dkey, ts = dkey[order], ts[order]
-    if bool(((dkey[1:] == dkey[:-1]) & (ts[1:] == ts[:-1])).any()):
-        return False  # duplicates or conflicts: counted and explained row by row
-    if fetch_tuples(conn, _Q_EVENTS_HELD, {"agreement": agreement, "lo": t_lo, "hi": t_hi}):
-        return False
-    # device id, ts, state code, source id, line: int64 columns, one row each (the source id a
-    # bound value too, so the statement text is the same for every file and its prepared form is reused)
-    table = np.empty((len(order), 5), dtype=np.int64)
-    table[:, 0] = key_of[dev[order]]
-    table[:, 1] = ts
-    table[:, 2] = state[order]
-    table[:, 3] = source_id
-    np.add(order, 2, out=table[:, 4])  # header is line 1
-    del dkey, ts, dev, state, cols
-    raw = conn.connection.driver_connection
-    assert raw is not None  # a live connection
-    cursor = raw.cursor()
-    try:
-        if isinstance(raw, sqlite3.Connection):
-            _insert_sqlite(raw, cursor, table)
-        else:
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            sql = f"INSERT INTO events (device, ts, state, source_id, line) VALUES ({', '.join([mark] * 5)})"
-            for lo in range(0, len(table), _FAST_CHUNK):
-                cursor.executemany(sql, table[lo:lo + _FAST_CHUNK].tolist())
-    finally:
-        cursor.close()
-    result.accepted += len(table)
-    return True
-
-
-def _insert_sqlite(raw: sqlite3.Connection, cursor: sqlite3.Cursor, table: np.ndarray) -> None:
-    """Rows of (device, ts, state, source id, line) as multi-row INSERTs: one bound parameter list
-    per statement (no per-row tuples), about twice executemany's rate. Statements hold a power of
-    two of rows (the tail split by its binary digits): a handful of distinct texts, prepared once
-    per connection and then found in the driver's statement cache. 256 rows a statement for a
-    small file, 1,024 for a large one (measured: each is the faster for its size)."""
-    limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(raw, "getlimit") else 999
-    per = 1 << max(0, min(10 if len(table) >= 1 << 16 else 8, (limit // 5).bit_length() - 1))
-    full_sql = _values_sql(per)
-    chunk = max(1, _FAST_CHUNK // per) * per
-    for lo in range(0, len(table), chunk):
-        part = table[lo:lo + chunk]
-        whole = len(part) // per * per
-        if whole:  # one parameter list of per*5 values for each statement
-            cursor.executemany(full_sql, part[:whole].reshape(-1, 5 * per).tolist())
-        rows = per >> 1
-        while whole < len(part):
-            if len(part) - whole >= rows:
-                cursor.execute(_values_sql(rows), part[whole:whole + rows].ravel().tolist())
-                whole += rows
-            rows >>= 1
-
-
-def _values_sql(rows: int) -> str:
-    return "INSERT INTO events (device, ts, state, source_id, line) VALUES " + ",".join(["(?,?,?,?,?)"] * rows)
-
-
 def _begin_source(conn: Connection, agreement: str, kind: str, name: str, digest: str,
                   checked: bool = False) -> int | None:
     """The new source's id, or None when this content was ingested before (`checked`: the caller
@@ -374,7 +293,11 @@ def _ingest_in(conn: Connection, terms: Terms, agreement: str, frozen_before: in
     # agreement's lock): a report stored since the caller looked freezes its period for these rows.
     frozen_before = max((f for f in (frozen_before, frozen_before_in(conn, terms, agreement)) if f is not None),
                         default=None)
-    if fast is None or not _store_events_fast(conn, agreement, source_id, fast, result, frozen_before):
+    stored = None if fast is None else store_events_bulk(conn, _device_ids(conn, agreement), source_id, fast,
+                                                         frozen_before, _events_held(conn, agreement))
+    if stored is not None:
+        result.accepted += stored
+    else:
         _store(conn, terms, agreement, kind, source_id, name, rows, result, frozen_before)
     execute_many(conn, _Q_SOURCE_COUNTS, [{"source": source_id, "n_accepted": result.accepted,
                                             "n_duplicates": result.duplicates, "n_quarantined": result.quarantined}])

@@ -36,7 +36,7 @@ def counts(engine) -> dict[str, int]:
 
 @pytest.mark.parametrize("failure", ["python", "database"])
 def test_a_file_that_fails_is_rolled_back_alone(engine, inbox, monkeypatch, failure):
-    store_fast = ingest._store_events_fast
+    store_fast = ingest.store_events_bulk
 
     def fails_after_writing(conn, *args, **kwargs):
         assert store_fast(conn, *args, **kwargs)  # its rows are written...
@@ -47,7 +47,7 @@ def test_a_file_that_fails_is_rolled_back_alone(engine, inbox, monkeypatch, fail
                                            "sha256": conn.execute(select(db.sources.c.sha256)).scalar()})
 
     with monkeypatch.context() as m:
-        m.setattr(ingest, "_store_events_fast", fails_after_writing)
+        m.setattr(ingest, "store_events_bulk", fails_after_writing)
         with pytest.raises(RuntimeError if failure == "python" else IntegrityError):
             ingest_folder(engine, TERMS, A, inbox)
     # the inventory before it stays; nothing of the events file (rows, source), nor of the
@@ -80,7 +80,7 @@ def test_when_the_first_new_file_fails_nothing_is_stored(engine, inbox, monkeypa
         raise RuntimeError("boom")
 
     with monkeypatch.context() as m:
-        m.setattr(ingest, "_store_events_fast", fails)
+        m.setattr(ingest, "store_events_bulk", fails)
         with pytest.raises(RuntimeError, match="boom"):
             ingest_folder(engine, TERMS, A, inbox)
     assert counts(engine) == {"sources": 1, "devices": 7, "events": 0, "exclusions": 0, "quarantine": 0}
