@@ -41,7 +41,8 @@ system-deps:
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
-# ruff (lint and import order) and mypy (strict on oracle.core, .evidence, .chain and node.states);
+# ruff (lint and import order) and mypy over oracle/, api/, slacomp/ (strict on oracle.core,
+# .evidence, .telemetry, .chain and node.states);
 # both configured in pyproject.toml.
 lint: setup
 	$(BIN)/ruff check .

@@ -96,7 +96,8 @@ def main() -> int:
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--timing-only", action="store_true", help="skip the calibration backtest")
     args = ap.parse_args()
-    res = {"calibration": None if args.timing_only else calibration(2 if args.quick else 6, 100 if args.quick else 150, 1000),  # noqa: E501
+    calib = None if args.timing_only else calibration(2 if args.quick else 6, 100 if args.quick else 150, 1000)
+    res = {"calibration": calib,
            "timing": [timing(500 if args.quick else 2500, s) for s in (1000, 300)]}
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

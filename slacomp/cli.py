@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from oracle.core.period import period_bounds, period_labels
 from oracle.core.terms import TermsError, canonical_bytes, load_terms, terms_hash
@@ -19,6 +20,9 @@ from oracle.evidence.csv import parse_ts_text
 from oracle.evidence.load import EvidenceError, load_evidence
 
 EXIT_USER_ERROR = 2
+
+if TYPE_CHECKING:
+    from oracle.verify.customer import Verification
 
 
 def _money(amount: int, decimals: int) -> str:
@@ -82,7 +86,7 @@ def _cmd_terms(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_verification(v, decimals: int, symbol: str) -> None:
+def _print_verification(v: Verification, decimals: int, symbol: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -183,7 +187,7 @@ def _cmd_agreement(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from slacomp.demo import run_demo
 
-    kw = {"data": Path(args.data)} if args.data else {}
+    kw: dict[str, Any] = {"data": Path(args.data)} if args.data else {}
     result = run_demo(rpc=args.rpc, serve=not args.no_serve, host=args.host, port=args.port, **kw)
     return 0 if result.ok else 1
 
@@ -361,7 +365,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="planned maintenance windows per site and month")
     p.add_argument("--churn", type=float, default=0.03, help="share of devices retired and replaced per month")
     p.add_argument("--growth", type=float, default=0.02, help="share of new devices deployed per month")
-    p.add_argument("--bad-sites", dest="bad_sites", type=int, default=0, help="sites with a multi-day outage every month")  # noqa: E501
+    p.add_argument("--bad-sites", dest="bad_sites", type=int, default=0,
+                   help="sites with a multi-day outage every month")
     p.add_argument("--bad-outage-days", dest="bad_outage_days", type=float, nargs=2, default=(4.0, 8.0),
                    metavar=("MIN", "MAX"))
     p.set_defaults(handler=_cmd_simulate)

@@ -25,6 +25,7 @@ from eth_utils.crypto import keccak
 from rich.console import Console
 from rich.table import Table
 from web3 import Web3
+from web3.types import RPCEndpoint, Wei
 
 from oracle.chain import devchain
 from oracle.chain.abi import PROJECT_ROOT, contract
@@ -128,7 +129,7 @@ class Demo:
         # the embedded chain listens on 8545 when it can, so `slacomp verify --rpc` finds it
         port = chain_port if devchain.port_free(chain_port) else None
         self.chain = None if rpc else devchain.start("anvil", port=port, state_dir=self.data)
-        self.rpc = rpc or self.chain.url
+        self.rpc = rpc or (self.chain.url if self.chain is not None else "")
         self.w3 = Web3(Web3.HTTPProvider(self.rpc, request_kwargs={"timeout": 60}))
         self.state_file = self.data / "deployment.json"
         self.state: dict[str, Any] = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
@@ -199,14 +200,16 @@ class Demo:
                  f"keystores = {json.dumps([str(k.relative_to(self.data)) for k in keys])}",
                  f'password_env = "{DEMO_PASSWORD_ENV}"', "confirmations = 1", 'grace = "1h"', 'listen = ""']
         for spec in specs:
+            assert spec.inbox is not None  # the demo gives every agreement an inbox
+            inbox = spec.inbox.relative_to(self.data)
             lines += ["", "[[agreements]]", f'id = "{spec.id}"', f'address = "{spec.address}"',
-                      f'terms = "{spec.terms.relative_to(self.data)}"', f'inbox = "{spec.inbox.relative_to(self.data)}"']  # noqa: E501
+                      f'terms = "{spec.terms.relative_to(self.data)}"', f'inbox = "{inbox}"']
         self.oracle_config.write_text("\n".join(lines) + "\n")
         service = Service(load_settings(self.oracle_config))
         submitter = service.submitter.address
         if self.w3.eth.get_balance(submitter) < 10**18:  # the oracle pays gas: top it up
             self.w3.eth.wait_for_transaction_receipt(self.w3.eth.send_transaction(
-                {"from": self.vendor, "to": submitter, "value": 10 * 10**18}))
+                {"from": self.vendor, "to": submitter, "value": Wei(10 * 10**18)}))
         return service
 
     @property
@@ -220,7 +223,7 @@ class Demo:
             states = [r["state"] for s in service.status() for r in s["reports"]]
             if states and all(state in ("confirmed", "settled_elsewhere") for state in states):
                 return
-            self.w3.provider.make_request("evm_mine", [])
+            self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
 
     def outcome(self, c: Customer, address: str, terms_path: Path, service: Service) -> AgreementOutcome:
         terms = load_terms(terms_path)

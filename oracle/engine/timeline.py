@@ -54,7 +54,10 @@ class Timeline:
                 ky.append(k)
                 acc += e - s
             totals.append(acc)
-        a = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+
+        def a(x: list[int]) -> I64:
+            return np.array(x, dtype=np.int64)
+
         nk = len(per_key)
         hours = (w1 - w0) // _GRID + 1
         tl = Timeline(w0, span, a(gs), a(ln), a(cm), a(ky), a(totals),
@@ -103,7 +106,7 @@ class Timeline:
         mixed = np.flatnonzero(sl < 0)
         if len(mixed):
             out[mixed] = self._search(key[mixed], t[mixed])
-        return out
+        return np.asarray(out, dtype=np.int64)
 
     def between(self, key: int, a: int, b: int) -> int:
         if b <= a:

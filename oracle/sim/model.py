@@ -91,8 +91,8 @@ class SimParams:
                 raise SimError(name, f"must be a positive number, got {v}")
         if self.heartbeat_s is not None and not 10 <= self.heartbeat_s <= 6 * HOUR:
             raise SimError("--heartbeat", "must be between 10 s and 6 h")
-        lo, hi = self.bad_outage_days
-        if not 0 < lo <= hi <= 20:
+        short, long_ = self.bad_outage_days
+        if not 0 < short <= long_ <= 20:
             raise SimError("--bad-outage-days", "needs 0 < min <= max <= 20")
         return PROFILES[self.profile]
 
@@ -197,13 +197,13 @@ def _estate(p: SimParams, prof: Profile, rates: Rates, periods: list[tuple[str, 
     site_hours = [prof.business_hours[i] for i in rs.integers(0, len(prof.business_hours), p.sites)]
     bad = np.sort(rs.choice(p.sites, p.bad_sites, replace=False)) if p.bad_sites else np.zeros(0, np.int64)
 
-    site = list(np.repeat(np.arange(p.sites), p.devices_per_site))
+    site: list[int] = np.repeat(np.arange(p.sites), p.devices_per_site).tolist()
     n0 = len(site)
     # Installed 1 to 24 months before the term, at a whole minute.
-    dep = list(t0 - 60 * rd.integers(30 * 1440, 720 * 1440, n0))
+    dep: list[int] = (t0 - 60 * rd.integers(30 * 1440, 720 * 1440, n0)).tolist()
     ret = [NO_END] * n0
     counter = [p.devices_per_site] * p.sites
-    seq = list(np.tile(np.arange(1, p.devices_per_site + 1), p.sites))
+    seq: list[int] = np.tile(np.arange(1, p.devices_per_site + 1), p.sites).tolist()
 
     def count(share: float) -> int:
         return 0 if share <= 0 else max(1, round(share * n0))

@@ -179,7 +179,8 @@ def truth(sim: Simulation) -> dict[str, Any]:
         "dropouts": {"rate_per_device_hour": r.dropout_rate_per_h, "mean_duration_s": r.dropout_mean_s,
                      "distribution": f"lognormal(sigma={DROPOUT_SIGMA})"},
         "occupancy": {"weekday": list(prof.occupancy_weekday), "weekend_or_holiday": list(prof.occupancy_weekend),
-                      "session_mean_s": prof.session_mean_s, "session_distribution": f"lognormal(sigma={SESSION_SIGMA})",  # noqa: E501
+                      "session_mean_s": prof.session_mean_s,
+                      "session_distribution": f"lognormal(sigma={SESSION_SIGMA})",
                       "note": "probability a device is in use per local hour"},
         "maintenance": {"site_windows_per_site_month": p.maintenance_per_site_month,
                         "firmware_updates_per_device_month": p.firmware_per_device_month,

@@ -125,7 +125,7 @@ def _audit_period(store: str | Path, period: int, label: str, root: str, signed:
             audit.checks.append(("evidence tampered", False, f"bundle {path.name[:12]}: {exc}"))
     if loaded is None:
         return audit
-    audit.checks = [("bundle files match their manifest", True, f"bundle {audit.bundle[:12]}")]
+    audit.checks = [("bundle files match their manifest", True, f"bundle {(audit.bundle or '')[:12]}")]
     result = recompute(loaded)
     audit.checks.append(("evidence tampered" if result.evidence_root != root else "evidence commitment",
                          result.evidence_root == root, f"recomputed root {result.evidence_root}"))

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3 import Web3
@@ -146,7 +147,7 @@ def _agreement_immutables(chain_id: int, implementation: str) -> list[bytes]:
 
 def _check_code(w3: Web3, agreement: str, factory: str | None) -> tuple[list[Check], str | None]:
     checks: list[Check] = []
-    code = bytes(w3.eth.get_code(agreement))
+    code = bytes(w3.eth.get_code(cast(ChecksumAddress, agreement)))
     if not (len(code) == 45 and code.startswith(CLONE_PREFIX) and code.endswith(CLONE_SUFFIX)):
         return [Check("code: agreement is an EIP-1167 clone", False, f"{len(code)}-byte code is not a clone")], None
     implementation = to_checksum_address(code[10:30])

@@ -161,7 +161,7 @@ def fit_model(terms: Terms, ev: Evidence, as_of: int, params: ForecastParams, lo
     ns = len(terms.sites)
     site_n = np.bincount(ev.device_site, weights=n, minlength=ns)
     site_t = np.bincount(ev.device_site, weights=expo, minlength=ns)
-    s_shape, s_rate = _gamma_prior(site_n, site_t, mean)
+    s_shape, s_rate = _gamma_prior(site_n.astype(np.float64, copy=False), site_t.astype(np.float64, copy=False), mean)
     m_site = (s_shape + site_n) / (s_rate + site_t)
     m_dev = m_site[ev.device_site]
     ok = expo > DAY

@@ -74,7 +74,7 @@ def _gather(table: F64, row: I64, h: I64, frac: F64) -> F64:
     flat = table.reshape(-1)
     base = row * table.shape[-1] + h
     lo = flat[base]
-    return lo + frac * (flat[base + 1] - lo)
+    return np.asarray(lo + frac * (flat[base + 1] - lo), dtype=np.float64)
 
 
 def _bits(span: int) -> int:
@@ -239,9 +239,10 @@ def _evaluate(fr: Frame, draw: Draw, until: int | None, sim0: int, sims: int) ->
         by_site = np.bincount(sim * ns + site, weights=sec, minlength=sims * ns).reshape(sims, ns)
         for o in uptime:
             if o.scope == "per_device":
-                out[o.id] = np.bincount(sim * nd + dev, weights=sec, minlength=sims * nd).reshape(sims, nd)
+                out[o.id] = np.bincount(sim * nd + dev, weights=sec, minlength=sims * nd).reshape(sims, nd).astype(
+                    np.float64, copy=False)
             else:
-                out[o.id] = by_site
+                out[o.id] = by_site.astype(np.float64, copy=False)
     if fr.tables:
         g = (sim * ns + site) << (bits + 1)
         keys = np.concatenate([g | ((a - fr.as_of) << 1) | 1, g | ((b - fr.as_of) << 1)])
@@ -276,7 +277,7 @@ def _evaluate(fr: Frame, draw: Draw, until: int | None, sim0: int, sims: int) ->
 def unit_columns(terms: Terms, ev: Evidence, o: Objective, m: F64, rows: list[SubjectBudget]) -> F64:
     """The (sims, subjects) bad-time matrix of an objective's subjects, in `rows` order."""
     if o.scope == "estate":
-        return m.sum(axis=1, keepdims=True)
+        return np.asarray(m.sum(axis=1, keepdims=True), dtype=np.float64)
     index = ({d: i for i, d in enumerate(ev.device_ids)} if o.scope == "per_device"
              else {s.id: i for i, s in enumerate(terms.sites)})
     return m[:, [index[b.subject] for b in rows]]
