@@ -1,5 +1,6 @@
-"""The evidence bundle: load and validate the CSV files of an evidence folder into columnar
-arrays (devices, events sorted by device and time, exclusions, tickets) for the KPI engine.
+"""Evidence loading: read and validate the CSV files of an evidence folder (or a bundle's
+members) into columnar arrays (devices, events sorted by device and time, exclusions, tickets)
+for the KPI engine. Freezing a period's evidence is `oracle.evidence.bundle`.
 
 Every problem is reported as an EvidenceError naming file, line and field; all problems of
 a file are gathered (up to a limit) before raising."""
