@@ -284,13 +284,8 @@ def _time_rows(ctx: _Ctx, o: Objective) -> tuple[I64, I64, I64, I64]:
         c_site = np.bincount(site, weights=c_dev, minlength=n_sites).astype(np.int64)
         return g_site, c_site, g_dev, c_dev
     empty = np.zeros(0, dtype=np.int64)
-    if o.kpi in REGULATORY_KPIS:  # sums of the ports' figures (the attainment is their mean)
-        pairs = [regulatory.figure([p]) for p in regulatory.ports(ctx.terms, ctx.ev, o, ctx.w0, ctx.w1)]
-        g_dev = np.array([f.good for f in pairs], dtype=np.int64).reshape(-1)
-        c_dev = np.array([f.counted for f in pairs], dtype=np.int64).reshape(-1)
-        site = ctx.ev.device_site
-        return (np.bincount(site, weights=g_dev, minlength=n_sites).astype(np.int64),
-                np.bincount(site, weights=c_dev, minlength=n_sites).astype(np.int64), g_dev, c_dev)
+    if o.kpi in REGULATORY_KPIS:
+        return _regulatory_rows(ctx.terms, ctx.ev, o, ctx.w0, ctx.w1)[:4]
     if o.kpi.startswith("ticket_"):
         return (*_ticket_kpi(ctx, o), empty, empty)
     return (*ctx.site_kpi(o), empty, empty)
@@ -367,16 +362,20 @@ def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | No
     return PeriodResult(terms.agreement, label, start, end, terms_hash(terms), root, tuple(out), total, as_of)
 
 
-def _regulatory_attainments(terms: Terms, evidence: Evidence, o: Objective, w0: int, w1: int,
-                            live: list[int]) -> dict[str, int]:
-    """subject -> attainment of a regulatory objective: a port's own, a site's or the network's
-    the mean of its ports' (oracle.engine.regulatory)."""
-    ports = regulatory.ports(terms, evidence, o, w0, w1)
-    att = {ports[d].device_id: regulatory.figure([ports[d]]).attainment_bps for d in live}
-    for s in terms.sites:
-        att[s.id] = regulatory.figure([p for p in ports if p.site_id == s.id]).attainment_bps
-    att[ESTATE] = regulatory.figure(list(ports)).attainment_bps
-    return att
+def _regulatory_rows(terms: Terms, evidence: Evidence, o: Objective, w0: int,
+                     w1: int) -> tuple[I64, I64, I64, I64, dict[str, int]]:
+    """A regulatory objective's good and counted per site and per device (sums of its ports'),
+    and every subject's attainment: a port's own, a site's or the network's the mean of its
+    ports' ratios (oracle.engine.regulatory)."""
+    f = regulatory.figures(terms, evidence, o, w0, w1)
+
+    def col(xs: tuple[regulatory.Figure, ...], good: bool) -> I64:
+        return np.array([x.good if good else x.counted for x in xs], dtype=np.int64).reshape(-1)
+
+    att = {evidence.device_ids[d]: x.attainment_bps for d, x in enumerate(f.device)}
+    att.update({s.id: x.attainment_bps for s, x in zip(terms.sites, f.site, strict=True)})
+    att[ESTATE] = f.network.attainment_bps
+    return col(f.site, True), col(f.site, False), col(f.device, True), col(f.device, False), att
 
 
 def _objective_results(terms: Terms, evidence: Evidence, label: str, start: int, w1: int, end: int,
@@ -391,12 +390,14 @@ def _objective_results(terms: Terms, evidence: Evidence, label: str, start: int,
     credits: list[int] = []
     for o in terms.objectives:
         w0 = window_bounds(terms, o.window, label)[0]
-        if w0 not in ctxs:
-            ctxs[w0] = _context(terms, evidence, w0, w1, end)
-        ctx = ctxs[w0]
-        g_site, c_site, g_dev, c_dev = _time_rows(ctx, o)
-        regulated = _regulatory_attainments(terms, evidence, o, w0, w1, live.tolist()) \
-            if o.kpi in REGULATORY_KPIS else {}
+        regulated: dict[str, int] = {}  # subject -> attainment, for the regulatory KPIs
+        if o.kpi in REGULATORY_KPIS:
+            g_site, c_site, g_dev, c_dev, regulated = _regulatory_rows(terms, evidence, o, w0, w1)
+        else:
+            if w0 not in ctxs:
+                ctxs[w0] = _context(terms, evidence, w0, w1, end)
+            ctx = ctxs[w0]
+            g_site, c_site, g_dev, c_dev = _time_rows(ctx, o)
         rows: list[tuple[str, int, int, int, int]] = []  # subject, good, counted, fee, expected-remaining
         n_sites = len(terms.sites)
         rem_site = np.zeros(n_sites, dtype=np.int64)

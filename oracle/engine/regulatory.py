@@ -112,13 +112,24 @@ class ExcludedOutage:
 
 @dataclass(frozen=True)
 class Figure:
-    """A subject's figure: good and counted (NEVI minutes, PCPR seconds, summed over the
-    ports for a site or the network) and the attainment (a mean of port ratios, rounded down)."""
+    """A subject's figure: good and counted seconds (NEVI: the rule's whole minutes x 60),
+    summed over the ports for a site or the network, and the attainment (the mean of the
+    counted ports' ratios, rounded down)."""
 
     good: int
     counted: int
     attainment_bps: int
     ports: int  # ports counted in the mean
+
+
+@dataclass(frozen=True)
+class Figures:
+    """A regulatory objective's figures over a window: per device (device id order), per site
+    (terms order) and for the network."""
+
+    device: tuple[Figure, ...]
+    site: tuple[Figure, ...]
+    network: Figure
 
 
 def _segments(terms: Terms, ev: Evidence, w0: int, w1: int) -> Segments:
@@ -196,7 +207,7 @@ def ports(terms: Terms, ev: Evidence, o: Objective, w0: int, w1: int) -> tuple[P
 
 def _good_counted(p: Port) -> tuple[int, int]:
     if isinstance(p, NeviPort):
-        return p.up_min, p.window_min
+        return p.up_min * MINUTE, p.window_min * MINUTE
     return p.reliable_s, p.measured_s
 
 
@@ -213,6 +224,14 @@ def figure(group: list[Port]) -> Figure:
         return Figure(good, total, BPS, 0)
     mean = sum((p.ratio for p in counted), Fraction(0)) / len(counted)
     return Figure(good, total, ratio_bps(mean), len(counted))
+
+
+def figures(terms: Terms, ev: Evidence, o: Objective, w0: int, w1: int) -> Figures:
+    """Every subject's figure of a regulatory objective over [w0, w1)."""
+    all_ports = ports(terms, ev, o, w0, w1)
+    return Figures(tuple(figure([p]) for p in all_ports),
+                   tuple(figure([p for p in all_ports if p.site_id == s.id]) for s in terms.sites),
+                   figure(list(all_ports)))
 
 
 def excluded_outages(terms: Terms, ev: Evidence, w0: int, w1: int) -> tuple[ExcludedOutage, ...]:

@@ -92,7 +92,7 @@ def test_nevi_port_down_three_days_one_excluded_is_99_452_percent(port):
     assert percent(p.ratio) == "99.452"
     r = compute_period(terms, ev, "2026-12").objective("nevi").results[0]
     assert (r.subject, r.good_s, r.counted_s, r.attainment_bps, r.met, r.credit) == (
-        "CP-17/1", 522_720, 525_600, 9945, True, 0)
+        "CP-17/1", 522_720 * 60, 525_600 * 60, 9945, True, 0)  # seconds: the rule's whole minutes
 
 
 def test_trailing_window_at_the_start_of_a_term_covers_the_term_so_far(port):
@@ -101,10 +101,10 @@ def test_trailing_window_at_the_start_of_a_term_covers_the_term_so_far(port):
     yaml = terms_of([nevi()])
     terms = parse_terms(yaml)
     jan = nevi_result(yaml, port, "2026-01")  # 31 days, no outage
-    assert (jan.good_s, jan.counted_s, jan.attainment_bps) == (44_640, 44_640, 10_000)
+    assert (jan.good_s, jan.counted_s, jan.attainment_bps) == (44_640 * 60, 44_640 * 60, 10_000)
     assert window_bounds(terms, "trailing_12_months", "2026-03")[0] == period_bounds(terms, "2026-01")[0]
     mar = nevi_result(yaml, port, "2026-03")  # 90 days = 129,600 minutes; (129,600 - 2,880) / 129,600
-    assert (mar.good_s, mar.counted_s, mar.attainment_bps) == (126_720, 129_600, 9777)
+    assert (mar.good_s, mar.counted_s, mar.attainment_bps) == (126_720 * 60, 129_600 * 60, 9777)
 
 
 def test_trailing_window_a_year_later_drops_the_oldest_month(port):
@@ -130,7 +130,7 @@ def test_leap_year_window_still_divides_by_525600(tmp_path):
                             [("2028-01-01T00:00:00Z", "P1", "available"), ("2028-02-29T00:00:00Z", "P1", "faulted"),
                              ("2028-03-01T00:00:00Z", "P1", "available")])
     r = nevi_result(terms_of([nevi()], first="2028-01"), folder, "2028-12")
-    assert (r.good_s, r.counted_s, r.attainment_bps) == (524_160, 525_600, 9972)
+    assert (r.good_s, r.counted_s, r.attainment_bps) == (524_160 * 60, 525_600 * 60, 9972)
 
 
 def test_rule_minutes_round_outage_up_and_excluded_outage_down(tmp_path):
