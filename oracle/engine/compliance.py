@@ -206,7 +206,8 @@ def compliance_report(terms: Terms, evidence: Evidence, year: int) -> Compliance
             months.append(MonthFigure(p.label, w0, w1, len(ports), mean([q.ratio for q in ports]),
                                       tuple(q.device_id for q in ports if q.ratio <= NEVI_MIN)))
     root = "0x" + evidence_leaves(terms, evidence, start, end).root.hex()
+    seg = regulatory.segments(terms, evidence, start, end)
     return ComplianceReport(terms.agreement, year, terms.timezone, start, end, terms_hash(terms), root,
-                            regulatory.nevi_ports(terms, evidence, start, end),
-                            regulatory.pcpr_points(terms, evidence, start, end, ineligible),
+                            regulatory.nevi_ports(terms, evidence, start, end, seg),
+                            regulatory.pcpr_points(terms, evidence, start, end, ineligible, seg),
                             regulatory.excluded_outages(terms, evidence, start, end), tuple(months), ineligible)

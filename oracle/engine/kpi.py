@@ -362,12 +362,12 @@ def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | No
     return PeriodResult(terms.agreement, label, start, end, terms_hash(terms), root, tuple(out), total, as_of)
 
 
-def _regulatory_rows(terms: Terms, evidence: Evidence, o: Objective, w0: int,
-                     w1: int) -> tuple[I64, I64, I64, I64, dict[str, int]]:
+def _regulatory_rows(terms: Terms, evidence: Evidence, o: Objective, w0: int, w1: int,
+                     seg: Segments | None = None) -> tuple[I64, I64, I64, I64, dict[str, int]]:
     """A regulatory objective's good and counted per site and per device (sums of its ports'),
     and every subject's attainment: a port's own, a site's or the network's the mean of its
     ports' ratios (oracle.engine.regulatory)."""
-    f = regulatory.figures(terms, evidence, o, w0, w1)
+    f = regulatory.figures(terms, evidence, o, w0, w1, seg)
 
     def col(xs: tuple[regulatory.Figure, ...], good: bool) -> I64:
         return np.array([x.good if good else x.counted for x in xs], dtype=np.int64).reshape(-1)
@@ -386,13 +386,16 @@ def _objective_results(terms: Terms, evidence: Evidence, label: str, start: int,
     ctxs[start].precompute([o for o in terms.objectives if o.window == "period"], pool)
     # per_device subjects: devices deployed at some point of the period, sorted by id
     live = np.flatnonzero((evidence.deployed < end) & (evidence.retired > start))
+    segs: dict[int, Segments] = {}
     out: list[ObjectiveResult] = []
     credits: list[int] = []
     for o in terms.objectives:
         w0 = window_bounds(terms, o.window, label)[0]
         regulated: dict[str, int] = {}  # subject -> attainment, for the regulatory KPIs
         if o.kpi in REGULATORY_KPIS:
-            g_site, c_site, g_dev, c_dev, regulated = _regulatory_rows(terms, evidence, o, w0, w1)
+            if w0 not in segs:  # one cut per window, shared by its regulatory objectives
+                segs[w0] = ctxs[w0].seg if w0 in ctxs else regulatory.segments(terms, evidence, w0, w1)
+            g_site, c_site, g_dev, c_dev, regulated = _regulatory_rows(terms, evidence, o, w0, w1, segs[w0])
         else:
             if w0 not in ctxs:
                 ctxs[w0] = _context(terms, evidence, w0, w1, end)

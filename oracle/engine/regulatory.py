@@ -132,12 +132,27 @@ class Figures:
     network: Figure
 
 
-def _segments(terms: Terms, ev: Evidence, w0: int, w1: int) -> Segments:
+def segments(terms: Terms, ev: Evidence, w0: int, w1: int) -> Segments:
+    """The devices' segments over [w0, w1) that the figures are read from (pass them to several
+    objectives of one window to cut them once)."""
     return device_segments(ev, terms.stale_after, w0, w1)
 
 
 def _between(tl: Timeline, key: I64, a: I64, b: I64) -> I64:
     return tl.at(key, b) - tl.at(key, a)
+
+
+def _inside(tl: Timeline, key: I64, sg: Segments) -> I64:
+    """`_between` over every segment: a device's segments are contiguous, so each boundary is
+    evaluated once (half the lookups)."""
+    if not len(sg.a):
+        return np.zeros(0, dtype=np.int64)
+    at_b = tl.at(key, sg.b)
+    at_a = np.empty_like(at_b)
+    at_a[1:] = at_b[:-1]
+    first = np.flatnonzero(np.concatenate([[True], (sg.dev[1:] != sg.dev[:-1]) | (sg.a[1:] != sg.b[:-1])]))
+    at_a[first] = tl.at(key[first], sg.a[first])
+    return at_b - at_a
 
 
 def _applies(x: Exclusion, site_id: str, device_id: str) -> bool:
@@ -156,9 +171,9 @@ def _excluded_timeline(terms: Terms, ev: Evidence, w0: int, w1: int,
     return Timeline.build(per, w0, w1)
 
 
-def nevi_ports(terms: Terms, ev: Evidence, w0: int, w1: int) -> tuple[NeviPort, ...]:
+def nevi_ports(terms: Terms, ev: Evidence, w0: int, w1: int, seg: Segments | None = None) -> tuple[NeviPort, ...]:
     """Every device's NEVI figure over [w0, w1), in device id order."""
-    sg = _segments(terms, ev, w0, w1)
+    sg = segments(terms, ev, w0, w1) if seg is None else seg
     n = ev.n_devices
     length = sg.b - sg.a
     out_mask = (sg.code != AVAILABLE) & (sg.code != IN_USE)
@@ -176,33 +191,32 @@ def nevi_ports(terms: Terms, ev: Evidence, w0: int, w1: int) -> tuple[NeviPort, 
         for i in range(n))
 
 
-def pcpr_points(terms: Terms, ev: Evidence, w0: int, w1: int, ineligible: str = "reliable") -> tuple[PcprPoint, ...]:
+def pcpr_points(terms: Terms, ev: Evidence, w0: int, w1: int, ineligible: str = "reliable",
+                seg: Segments | None = None) -> tuple[PcprPoint, ...]:
     """Every device's PCPR figure over [w0, w1) (inside its site's opening hours), in device id order."""
-    sg = _segments(terms, ev, w0, w1)
+    sg = segments(terms, ev, w0, w1) if seg is None else seg
     n = ev.n_devices
     hours = Timeline.build([list(business_intervals(s.timezone, s.business_hours, w0, w1)) for s in terms.sites],
                            w0, w1)
-    inside = _between(hours, ev.device_site[sg.dev], sg.a, sg.b)
-
-    def total(codes: tuple[int, ...]) -> I64:
-        m = np.isin(sg.code, codes)
-        return np.bincount(sg.dev[m], weights=inside[m], minlength=n).astype(np.int64)
-
-    open_s = np.bincount(sg.dev, weights=inside, minlength=n).astype(np.int64)
-    working = total((AVAILABLE, IN_USE))
-    against = total((FAULTED, UNAVAILABLE, OFFLINE))
-    unknown = total((UNKNOWN,))
+    inside = _inside(hours, ev.device_site[sg.dev], sg)
+    cls = np.zeros(6, dtype=np.int64)  # 0 working, 1 not working, 2 ineligible
+    cls[[FAULTED, UNAVAILABLE, OFFLINE]] = 1
+    cls[UNKNOWN] = 2
+    per = np.bincount(sg.dev * 3 + cls[sg.code], weights=inside, minlength=3 * n).astype(np.int64).reshape(n, 3)
+    working, against, unknown = per[:, 0], per[:, 1], per[:, 2]
+    open_s = per.sum(axis=1)
     return tuple(
         PcprPoint(ev.device_ids[i], terms.sites[int(ev.device_site[i])].id, int(open_s[i]), int(working[i]),
                   int(against[i]), int(unknown[i]), ineligible == "reliable")
         for i in range(n))
 
 
-def ports(terms: Terms, ev: Evidence, o: Objective, w0: int, w1: int) -> tuple[Port, ...]:
+def ports(terms: Terms, ev: Evidence, o: Objective, w0: int, w1: int,
+          seg: Segments | None = None) -> tuple[Port, ...]:
     """The per-port figures of a regulatory objective over [w0, w1)."""
     if o.kpi == "nevi_uptime":
-        return nevi_ports(terms, ev, w0, w1)
-    return pcpr_points(terms, ev, w0, w1, o.ineligible)
+        return nevi_ports(terms, ev, w0, w1, seg)
+    return pcpr_points(terms, ev, w0, w1, o.ineligible, seg)
 
 
 def _good_counted(p: Port) -> tuple[int, int]:
@@ -226,9 +240,9 @@ def figure(group: list[Port]) -> Figure:
     return Figure(good, total, ratio_bps(mean), len(counted))
 
 
-def figures(terms: Terms, ev: Evidence, o: Objective, w0: int, w1: int) -> Figures:
+def figures(terms: Terms, ev: Evidence, o: Objective, w0: int, w1: int, seg: Segments | None = None) -> Figures:
     """Every subject's figure of a regulatory objective over [w0, w1)."""
-    all_ports = ports(terms, ev, o, w0, w1)
+    all_ports = ports(terms, ev, o, w0, w1, seg)
     return Figures(tuple(figure([p]) for p in all_ports),
                    tuple(figure([p for p in all_ports if p.site_id == s.id]) for s in terms.sites),
                    figure(list(all_ports)))
@@ -236,7 +250,7 @@ def figures(terms: Terms, ev: Evidence, o: Objective, w0: int, w1: int) -> Figur
 
 def excluded_outages(terms: Terms, ev: Evidence, w0: int, w1: int) -> tuple[ExcludedOutage, ...]:
     """Each exclusion row overlapping [w0, w1) with the outage (NEVI classes) it excused per port."""
-    sg = _segments(terms, ev, w0, w1)
+    sg = segments(terms, ev, w0, w1)
     out_mask = (sg.code != AVAILABLE) & (sg.code != IN_USE)
     d, a, b = sg.dev[out_mask], sg.a[out_mask], sg.b[out_mask]
     rows = []
