@@ -18,7 +18,7 @@ from oracle.core.period import evidence_start, period_bounds, window_bounds
 from oracle.core.terms import TermsError, canonical_bytes, parse_terms, terms_hash
 from oracle.engine import regulatory
 from oracle.engine.compliance import compliance_report, percent
-from oracle.engine.kpi import compute_period
+from oracle.engine.kpi import compute_period, measure_window
 from oracle.engine.replay import freeze_period, recompute
 from oracle.evidence.bundle import load_bundle
 from oracle.evidence.load import load_evidence
@@ -375,3 +375,21 @@ def test_compliance_for_a_year_outside_the_term_is_a_user_error(network, tmp_pat
     terms_file.write_text(terms_of([pcpr()], SITES))
     assert main(["compliance", str(terms_file), "--evidence", str(network), "--year", "2030"]) == 2
     assert "year: 2030 is outside the term 2026-01..2026-12" in capsys.readouterr().err
+
+
+def test_a_commercial_kpi_with_a_longer_window_measures_the_whole_window(network):
+    """window works for every KPI: device_uptime over the calendar year equals the engine's
+    measurement of [1 January, end of the period), with the period's subjects and fees."""
+    objective = ('  - {id: up, kpi: device_uptime, scope: per_device, window: calendar_year, target_bps: 9950,'
+                 ' device_fee: "7", credits: [{below_bps: 9950, credit_bps: 10000}]}')
+    terms = parse_terms(terms_of([objective], SITES))
+    ev = load_evidence(network, terms)
+    result = compute_period(terms, ev, "2026-03")
+    whole = measure_window(terms, ev, *window_bounds(terms, "calendar_year", "2026-03"))
+    month = measure_window(terms, ev, *period_bounds(terms, "2026-03"))
+    assert [(r.subject, r.good_s, r.counted_s) for r in result.objective("up").results] == [
+        (d, *whole[("up", d)]) for d in ("CP-A", "CP-B/1")]
+    a = result.objective("up").results[0]  # CP-A: 73 h faulted in February, 24 h of it excluded (remove)
+    assert whole[("up", "CP-A")][1] - whole[("up", "CP-A")][0] == 73 * 3600 - 24 * 3600
+    assert month[("up", "CP-A")][0] == month[("up", "CP-A")][1]  # March alone is clean
+    assert (a.met, a.credit) == (False, 7_000_000)
