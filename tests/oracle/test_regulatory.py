@@ -54,7 +54,8 @@ def terms_of(objectives: list[str], sites: tuple[str, ...] = ("  - {id: north}",
 
 
 def nevi(scope: str = "per_device", window: str = "trailing_12_months") -> str:
-    return NEVI.format(scope=scope, window=window)
+    text = NEVI.format(scope=scope, window=window)
+    return text if scope == "per_device" else text.replace(' device_fee: "100",', "")
 
 
 def pcpr(scope: str = "estate", window: str = "calendar_year", ineligible: str | None = None) -> str:
@@ -393,3 +394,62 @@ def test_a_commercial_kpi_with_a_longer_window_measures_the_whole_window(network
     assert whole[("up", "CP-A")][1] - whole[("up", "CP-A")][0] == 73 * 3600 - 24 * 3600
     assert month[("up", "CP-A")][0] == month[("up", "CP-A")][1]  # March alone is clean
     assert (a.met, a.credit) == (False, 7_000_000)
+
+
+@st.composite
+def two_month_histories(draw: st.DrawFn) -> tuple[str, list[tuple[object, ...]], list[tuple[object, ...]],
+                                                   list[tuple[object, ...]]]:
+    """A term starting 2026-01 with a few ports whose events fall anywhere in January-February
+    (minute-aligned): the trailing window at 2026-02 is the two months (less history)."""
+    hours = draw(st.sampled_from([None, '{daily: "08:00-20:00"}']))
+    sites = ("  - {id: a}", "  - {id: b" + (f", business_hours: {hours}" if hours else "") + "}")
+    yaml = terms_of([nevi(), nevi("estate").replace("id: nevi", "id: nevi_net"), pcpr(window="trailing_12_months"),
+                     pcpr("per_site", "trailing_12_months").replace("id: pcpr", "id: pcpr_site")], sites,
+                    stale=draw(st.sampled_from(["6h", "10d"])))
+    t0 = period_bounds(parse_terms(yaml), "2026-01")[0]
+    at = st.integers(-2 * 1440, 59 * 1440).map(lambda m: t0 + m * 60)
+    devices, events, exclusions = [], [], []
+    for i in range(draw(st.integers(2, 3))):  # two at least: a mean differs from a sum
+        dep = draw(st.one_of(st.just(t0 - 86400), at))
+        devices.append((f"P{i}", draw(st.sampled_from(["a", "b"])), 1, iso_utc(dep), ""))
+        for t in sorted(set(draw(st.lists(at, max_size=5)))):
+            events.append((iso_utc(t), f"P{i}", draw(st.sampled_from(STATES))))
+    if draw(st.booleans()):
+        a = draw(at)
+        exclusions.append((iso_utc(a), iso_utc(a + draw(st.integers(1, 3 * 1440)) * 60), "site:a", "utility"))
+    return yaml, devices, events, exclusions
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(two_month_histories())
+def test_trailing_window_attainments_equal_the_brute_force_means(h):
+    yaml, devices, events, exclusions = h
+    terms = parse_terms(yaml)
+    with tempfile.TemporaryDirectory() as d:
+        ev = load_evidence(write_evidence(Path(d), devices, events, exclusions), terms)
+    w0, w1 = window_bounds(terms, "trailing_12_months", "2026-02")
+    assert w0 == period_bounds(terms, "2026-01")[0]
+    truth = brute_force_regulatory(terms, ev, w0, w1)
+
+    def nevi_ratio(t: dict[str, int]) -> Fraction | None:
+        big_d = min(525_600, t["deployed"] // 60)
+        net = -(-t["outage"] // 60) - t["excluded_outage"] // 60
+        return Fraction(max(0, big_d - net), big_d) if big_d else None
+
+    def pcpr_ratio(t: dict[str, int]) -> Fraction | None:
+        measured = t["working"] + t["ineligible"] + t["not_working"]
+        return Fraction(t["working"] + t["ineligible"], measured) if measured else None
+
+    def mean_bps(ratios: list[Fraction | None]) -> int:
+        counted = [r for r in ratios if r is not None]
+        return regulatory.ratio_bps(sum(counted, Fraction(0)) / len(counted)) if counted else 10_000
+
+    result = compute_period(terms, ev, "2026-02")
+    site_of = {did: terms.sites[int(ev.device_site[i])].id for i, did in enumerate(ev.device_ids)}
+    got = {(o.id, r.subject): r.attainment_bps for o in result.objectives for r in o.results}
+    for did in ev.device_ids:
+        assert got[("nevi", did)] == mean_bps([nevi_ratio(truth[did])])
+    assert got[("nevi_net", "*")] == mean_bps([nevi_ratio(truth[d]) for d in ev.device_ids])
+    assert got[("pcpr", "*")] == mean_bps([pcpr_ratio(truth[d]) for d in ev.device_ids])
+    for s in ("a", "b"):
+        assert got[("pcpr_site", s)] == mean_bps([pcpr_ratio(truth[d]) for d in ev.device_ids if site_of[d] == s])
