@@ -15,7 +15,17 @@ from sqlalchemy.engine import Engine
 from .adapters import engine as kpi
 from .adapters.chain import SCOPES, AgreementState, ChainView
 from .adapters.evidence import Evidence, EvidenceStore, IngestResult, connect, ping
-from .adapters.terms import Registry, Terms, canonical_dict, iso_utc, label_of, parse_terms, summary, terms_hash
+from .adapters.terms import (
+    Registry,
+    Terms,
+    canonical_dict,
+    evidence_start,
+    iso_utc,
+    label_of,
+    parse_terms,
+    summary,
+    terms_hash,
+)
 from .auth import ApiKeys, Principal, audit_metadata
 from .errors import Conflict, Forbidden, http_error
 from .models import (
@@ -189,7 +199,8 @@ class ApiContext:
                 hit = self._measured.get(key)
             if hit is not None:
                 return hit
-            evidence = self.store.evidence(state.address, terms, min(period.start, as_of - history_s), period.end)
+            w0 = min(period.start, as_of - history_s, evidence_start(terms, period.label))  # longer windows
+            evidence = self.store.evidence(state.address, terms, w0, period.end)
             value = compute(terms, evidence, period.label, as_of)
             with self._lock:
                 if len(self._measured) > 256:

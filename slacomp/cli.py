@@ -76,6 +76,23 @@ def _cmd_kpi(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compliance(args: argparse.Namespace) -> int:
+    from oracle.engine.compliance import compliance_report
+
+    terms = load_terms(args.terms)
+    report = compliance_report(terms, load_evidence(args.evidence, terms), args.year)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"compliance-{terms.agreement}-{args.year}"
+        (out / f"{stem}.md").write_text(report.to_markdown(), encoding="utf-8")
+        (out / f"{stem}.json").write_text(report.to_json(), encoding="utf-8")
+        print(f"wrote {out / stem}.md and .json")
+    else:
+        print(report.to_json() if args.format == "json" else report.to_markdown(), end="")
+    return 0
+
+
 def _cmd_terms(args: argparse.Namespace) -> int:
     terms = load_terms(args.terms)
     if args.canonical:
@@ -274,6 +291,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("json", "table"), default="json")
     p.add_argument("--as-of", dest="as_of", help="month-to-date: ISO-8601 instant with offset")
     p.set_defaults(handler=_cmd_kpi)
+
+    p = sub.add_parser("compliance", help="regulator-facing report of a calendar year: NEVI port uptime, PCPR "
+                                          "network reliability, excluded outages")
+    p.add_argument("terms", help="terms file (YAML, schema slacomp/v1)")
+    p.add_argument("--evidence", required=True, help="evidence folder (devices.csv, events.csv, ...)")
+    p.add_argument("--year", required=True, type=int, help="calendar year, e.g. 2026")
+    p.add_argument("--out", help="write compliance-<agreement>-<year>.md and .json to this folder")
+    p.add_argument("--format", choices=("markdown", "json"), default="markdown", help="without --out")
+    p.set_defaults(handler=_cmd_compliance)
 
     p = sub.add_parser("terms", help="validate terms; print terms_hash and period bounds")
     p.add_argument("terms", help="terms file (YAML, schema slacomp/v1)")

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from oracle.core.calendar import iso_utc
-from oracle.core.period import Period, periods
+from oracle.core.period import Period, evidence_start, periods
 from oracle.core.terms import Terms, TermsError, canonical_bytes, canonical_dict, load_terms, parse_terms, terms_hash
 from oracle.node.settings import load_settings
 
 from ..models import TermsResult
 
-__all__ = ["Period", "Registry", "Terms", "TermsError", "TermsUnknown", "canonical_dict", "iso_utc", "label_of",
-           "parse_terms", "periods", "summary", "terms_hash"]
+__all__ = ["Period", "Registry", "Terms", "TermsError", "TermsUnknown", "canonical_dict", "evidence_start",
+           "iso_utc", "label_of", "parse_terms", "periods", "summary", "terms_hash"]
 
 
 class TermsUnknown(LookupError):

@@ -77,3 +77,29 @@ def period_bounds(terms: Terms, label: str) -> tuple[int, int]:
 def period_index(terms: Terms, label: str) -> int:
     """0-based index of `label` in the term; TermsError if outside it."""
     return period_of(terms, label).index
+
+
+def window_bounds(terms: Terms, window: str, label: str) -> tuple[int, int]:
+    """[start, end) of an objective's `window` evaluated at period `label` (docs/terms.md §4.1):
+    `period` is the period itself; `trailing_12_months` the twelve calendar months ending with
+    it; `calendar_year` January of the period's year to the period's end (year to date). The
+    longer windows never start before the term's first period: the agreement has no history
+    before it, so at the start of a term they are shorter (from the term's start)."""
+    start, end = period_bounds(terms, label)
+    if window == "period":
+        return start, end
+    y, m = parse_label(label)
+    if window == "trailing_12_months":
+        yy, mm = add_months(y, m, -11)
+    elif window == "calendar_year":
+        yy, mm = y, 1
+    else:
+        raise TermsError("window", f"{window!r} is not a window")
+    w0 = month_bounds(terms.timezone, f"{yy:04d}-{mm:02d}")[0]
+    return max(w0, periods(terms)[0].start), end
+
+
+def evidence_start(terms: Terms, label: str) -> int:
+    """Where the evidence a period commits to begins: the earliest start of its objectives'
+    windows (the period's own start when every objective has `window: period`)."""
+    return min(window_bounds(terms, o.window, label)[0] for o in terms.objectives)

@@ -4,8 +4,8 @@ the terms' overrides (`telemetry.status_map` in docs/terms.md).
 The terms name the mapping because it decides what counts as up: a charge point that reports
 OCPP 1.6 `SuspendedEVSE` is `in_use` (the station chose not to deliver, e.g. smart charging) by
 default; a stricter agreement may make it `faulted`. Regulatory KPIs read the same states:
-`unknown` is not counted (OCPI UNKNOWN, BLOCKED: the UK regulation leaves them out) and
-`unavailable` counts against a charger there whatever `maintenance_state` says."""
+`unknown` (OCPI UNKNOWN, BLOCKED) is PCPR's "ineligible for measurement" (reg 7(3)(b)) and
+`unavailable` counts against a charger there whatever `maintenance_state` says (docs/terms.md §4.2)."""
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -20,7 +20,10 @@ from oracle.core.credit import BPS, Tier, validate_tiers
 from oracle.core.status_maps import check_overrides
 
 SCHEMA = "slacomp/v1"
-KPIS = ("site_availability", "site_max_down", "device_uptime", "ticket_response", "ticket_resolution")
+KPIS = ("site_availability", "site_max_down", "device_uptime", "ticket_response", "ticket_resolution",
+        "nevi_uptime", "pcpr_reliability")
+# Regulatory KPIs (oracle.engine.regulatory): the regulator's figure, not the terms' telemetry classes.
+REGULATORY_KPIS = ("nevi_uptime", "pcpr_reliability")
 SCOPES = ("estate", "per_site", "per_device")
 _SCOPES_OF = {
     "site_availability": ("per_site", "estate"),
@@ -28,7 +31,15 @@ _SCOPES_OF = {
     "device_uptime": ("estate", "per_site", "per_device"),
     "ticket_response": ("per_site", "estate"),
     "ticket_resolution": ("per_site", "estate"),
+    "nevi_uptime": ("per_device", "per_site", "estate"),
+    "pcpr_reliability": ("estate", "per_site", "per_device"),
 }
+# Objective windows: the period itself (default), the 12 calendar months ending with the period,
+# or the calendar year to the period's end; both longer ones start no earlier than the term.
+WINDOWS = ("period", "trailing_12_months", "calendar_year")
+# pcpr_reliability: OCPI UNKNOWN/BLOCKED time ("ineligible for measurement", PCPR reg 7(3)(b))
+# counts as reliable (the regulation's text) or is left out of the count.
+INELIGIBLE = ("reliable", "not_counted")
 MISSING_DATA = ("down", "up", "exclude")
 MAINTENANCE = ("exclude", "down")
 EXCLUSION_MODES = ("remove", "count_as_up")
@@ -71,6 +82,8 @@ class Objective:
     max_down: int = 0  # site_max_down
     targets: tuple[tuple[str, int], ...] = ()  # ticket KPIs: (severity, seconds), sorted
     clock: str = "wall"  # ticket KPIs
+    window: str = "period"  # see WINDOWS
+    ineligible: str = "reliable"  # pcpr_reliability: see INELIGIBLE
 
 
 @dataclass(frozen=True)
@@ -306,6 +319,9 @@ def _objective(item: Any, field: str, decimals: int, severities_ok: bool = True)
             sorted((_ident(k, r.sub("targets")), parse_duration(v, f"{r.sub('targets')}.{k}")) for k, v in raw.items())
         )
         kwargs["clock"] = _choice(r.get("clock", "wall"), r.sub("clock"), CLOCKS)
+    kwargs["window"] = _choice(r.get("window", "period"), r.sub("window"), WINDOWS)
+    if kpi == "pcpr_reliability":
+        kwargs["ineligible"] = _choice(r.get("ineligible", "reliable"), r.sub("ineligible"), INELIGIBLE)
     r.finish()
     return Objective(oid, kpi, scope, target, tiers, device_fee, **kwargs)
 
@@ -438,6 +454,10 @@ def canonical_dict(terms: Terms) -> dict[str, Any]:
         if o.kpi.startswith("ticket_"):
             d["targets"] = dict(o.targets)
             d["clock"] = o.clock
+        if o.kpi == "pcpr_reliability":
+            d["ineligible"] = o.ineligible
+        if o.window != "period":  # only when set, so that the hash of terms written before windows is unchanged
+            d["window"] = o.window
         return d
 
     return {

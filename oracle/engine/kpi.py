@@ -17,8 +17,9 @@ from numpy.typing import NDArray
 
 from oracle.core.calendar import business_intervals, iso_utc, measure
 from oracle.core.credit import BPS, budget_left, burn_rate, capped_total, subject_credit
-from oracle.core.period import period_bounds, period_index
-from oracle.core.terms import Objective, Terms, terms_hash
+from oracle.core.period import evidence_start, period_bounds, period_index, window_bounds
+from oracle.core.terms import REGULATORY_KPIS, Objective, Terms, terms_hash
+from oracle.engine import regulatory
 from oracle.engine.timeline import Clock, Segments, Timeline, class_tables, counted_clock, device_segments
 from oracle.evidence.commitment import evidence_leaves
 from oracle.evidence.load import Evidence, Ticket
@@ -283,6 +284,8 @@ def _time_rows(ctx: _Ctx, o: Objective) -> tuple[I64, I64, I64, I64]:
         c_site = np.bincount(site, weights=c_dev, minlength=n_sites).astype(np.int64)
         return g_site, c_site, g_dev, c_dev
     empty = np.zeros(0, dtype=np.int64)
+    if o.kpi in REGULATORY_KPIS:
+        return _regulatory_rows(ctx.terms, ctx.ev, o, ctx.w0, ctx.w1)[:4]
     if o.kpi.startswith("ticket_"):
         return (*_ticket_kpi(ctx, o), empty, empty)
     return (*ctx.site_kpi(o), empty, empty)
@@ -347,32 +350,62 @@ def compute_period(terms: Terms, evidence: Evidence, label: str, as_of: int | No
                                    f"({iso_utc(start)} to {iso_utc(end)}]")
     w1 = end if as_of is None else as_of
     pool = _pool_for(evidence)
+    # The commitment covers the longest objective window (the period when all are `period`).
+    e0 = evidence_start(terms, label)
     # Hashing the evidence (keccak releases the GIL) overlaps the KPI arithmetic.
-    leaves = pool.submit(evidence_leaves, terms, evidence, start, w1) if commit and pool is not None else None
-    out, total = _objective_results(terms, evidence, start, w1, end, as_of, pool)
+    leaves = pool.submit(evidence_leaves, terms, evidence, e0, w1) if commit and pool is not None else None
+    out, total = _objective_results(terms, evidence, label, start, w1, end, as_of, pool)
     root = ""
     if commit:
-        tree = leaves.result() if leaves is not None else evidence_leaves(terms, evidence, start, w1)
+        tree = leaves.result() if leaves is not None else evidence_leaves(terms, evidence, e0, w1)
         root = "0x" + tree.root.hex()
     return PeriodResult(terms.agreement, label, start, end, terms_hash(terms), root, tuple(out), total, as_of)
 
 
-def _objective_results(terms: Terms, evidence: Evidence, start: int, w1: int, end: int,
+def _regulatory_rows(terms: Terms, evidence: Evidence, o: Objective, w0: int, w1: int,
+                     seg: Segments | None = None) -> tuple[I64, I64, I64, I64, dict[str, int]]:
+    """A regulatory objective's good and counted per site and per device (sums of its ports'),
+    and every subject's attainment: a port's own, a site's or the network's the mean of its
+    ports' ratios (oracle.engine.regulatory)."""
+    f = regulatory.figures(terms, evidence, o, w0, w1, seg)
+
+    def col(xs: tuple[regulatory.Figure, ...], good: bool) -> I64:
+        return np.array([x.good if good else x.counted for x in xs], dtype=np.int64).reshape(-1)
+
+    att = {evidence.device_ids[d]: x.attainment_bps for d, x in enumerate(f.device)}
+    att.update({s.id: x.attainment_bps for s, x in zip(terms.sites, f.site, strict=True)})
+    att[ESTATE] = f.network.attainment_bps
+    return col(f.site, True), col(f.site, False), col(f.device, True), col(f.device, False), att
+
+
+def _objective_results(terms: Terms, evidence: Evidence, label: str, start: int, w1: int, end: int,
                        as_of: int | None, pool: ThreadPoolExecutor | None = None) -> tuple[list[ObjectiveResult], int]:
-    """Per-objective results over [start, w1) and the capped total credit."""
-    ctx = _context(terms, evidence, start, w1, end)
-    ctx.precompute(terms.objectives, pool)
+    """Per-objective results over [start, w1) (or the objective's longer window to w1) and the
+    capped total credit."""
+    ctxs = {start: _context(terms, evidence, start, w1, end)}
+    ctxs[start].precompute([o for o in terms.objectives if o.window == "period"], pool)
     # per_device subjects: devices deployed at some point of the period, sorted by id
     live = np.flatnonzero((evidence.deployed < end) & (evidence.retired > start))
+    segs: dict[int, Segments] = {}
     out: list[ObjectiveResult] = []
     credits: list[int] = []
     for o in terms.objectives:
-        g_site, c_site, g_dev, c_dev = _time_rows(ctx, o)
+        w0 = window_bounds(terms, o.window, label)[0]
+        regulated: dict[str, int] = {}  # subject -> attainment, for the regulatory KPIs
+        if o.kpi in REGULATORY_KPIS:
+            if w0 not in segs:  # one cut per window, shared by its regulatory objectives
+                segs[w0] = ctxs[w0].seg if w0 in ctxs else regulatory.segments(terms, evidence, w0, w1)
+            g_site, c_site, g_dev, c_dev, regulated = _regulatory_rows(terms, evidence, o, w0, w1, segs[w0])
+        else:
+            if w0 not in ctxs:
+                ctxs[w0] = _context(terms, evidence, w0, w1, end)
+            ctx = ctxs[w0]
+            g_site, c_site, g_dev, c_dev = _time_rows(ctx, o)
         rows: list[tuple[str, int, int, int, int]] = []  # subject, good, counted, fee, expected-remaining
         n_sites = len(terms.sites)
         rem_site = np.zeros(n_sites, dtype=np.int64)
         rem_dev = np.zeros(evidence.n_devices, dtype=np.int64)
-        if as_of is not None and not o.kpi.startswith("ticket_"):
+        if as_of is not None and not o.kpi.startswith("ticket_") and not regulated:
             rem_site, rem_dev = ctx.expected_remaining(o)
             if o.kpi == "device_uptime":
                 rem_site = np.bincount(evidence.device_site, weights=rem_dev, minlength=n_sites).astype(np.int64)
@@ -386,7 +419,7 @@ def _objective_results(terms: Terms, evidence: Evidence, start: int, w1: int, en
                 rows.append((evidence.device_ids[d], int(g_dev[d]), int(c_dev[d]), o.device_fee, int(rem_dev[d])))
         results = []
         for subject, good, counted, fee, remaining in rows:
-            att = attainment_bps(good, counted)
+            att = regulated[subject] if regulated else attainment_bps(good, counted)
             credit = subject_credit(fee, o.tiers, att)
             credits.append(credit)
             if as_of is None:

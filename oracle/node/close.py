@@ -15,7 +15,8 @@ from sqlalchemy.engine import Engine
 
 from oracle.chain.config import Config
 from oracle.chain.report import report_from_result
-from oracle.core.period import period_at
+from oracle.core.period import evidence_start, period_at
+from oracle.core.terms import parse_terms_bytes
 from oracle.engine.replay import freeze_period
 from oracle.evidence.bundle import sync_store
 from oracle.node.chainview import Served
@@ -53,7 +54,7 @@ class Closed:
     durable: bool
     sources_seen: int  # the agreement's newest source id when the rows were exported
     exported: str  # digest of the exported files
-    start: int
+    start: int  # of the exported window (before the period's start with longer objective windows)
     end: int
     terms_hash: str
     evidence_root: str
@@ -66,15 +67,17 @@ class Closed:
 def prepare_close(engine: Engine, job: CloseJob) -> Closed:
     """The CPU part of closing a period: export the period's rows, freeze them into a bundle
     (written and fsynced before the report that names it is stored), run the KPI engine on the
-    frozen copy and build the report."""
+    frozen copy and build the report. The export starts where the longest objective window
+    does (a trailing-12-months objective freezes its whole window's rows into the bundle)."""
+    start = min(job.start, evidence_start(parse_terms_bytes(job.terms_bytes), job.label))
     with engine.connect() as conn:
         seen = _last_source(conn, job.key)  # before the export: rows stored after it are newer
-        files = export_evidence(conn, job.key, job.start, job.end)
+        files = export_evidence(conn, job.key, start, job.end)
     bundle, result = freeze_period(job.store, job.terms_bytes, files, job.label,
                                    meta={"address": job.address, "chain_id": job.chain_id}, durable=job.durable)
     rep = report_from_result(result, job.period)
     return Closed(bundle_id=bundle.id, durable=job.durable, sources_seen=seen, exported=_files_digest(files),
-                  start=job.start, end=job.end, terms_hash=result.terms_hash, evidence_root=result.evidence_root,
+                  start=start, end=job.end, terms_hash=result.terms_hash, evidence_root=result.evidence_root,
                   attainments=rep.attainments, packed_attainments="0x" + rep.packed_attainments.hex(),
                   digest="0x" + rep.digest(job.chain_id, job.address).hex(), total_credit=result.total_credit)
 

@@ -15,7 +15,7 @@ from typing import Any
 from web3 import Web3
 
 from oracle.core.merkle import leaf_hash, verify_proof
-from oracle.core.period import period_bounds
+from oracle.core.period import evidence_start, period_bounds
 from oracle.core.terms import Terms, TermsError
 from oracle.engine.replay import recompute
 from oracle.evidence.bundle import BundleError, find_bundles, load_bundle
@@ -157,7 +157,8 @@ def prove_device(bundle_path: str | Path, device_id: str) -> InclusionProof:
     """Proof that one device's inventory row and events are in the evidence a report committed to.
     A customer checks it with `verify_inclusion` against the on-chain evidenceRoot alone."""
     loaded = load_bundle(bundle_path)
-    w0, w1 = period_bounds(loaded.terms, loaded.bundle.label)
+    w1 = period_bounds(loaded.terms, loaded.bundle.label)[1]
+    w0 = evidence_start(loaded.terms, loaded.bundle.label)  # the commitment's window
     leaves = evidence_leaves(loaded.terms, loaded.evidence, w0, w1)
     name = f"device:{device_id}"
     if name not in leaves.names:

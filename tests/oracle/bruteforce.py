@@ -93,3 +93,43 @@ def brute_force(terms: Terms, ev: Evidence, w0: int, w1: int, step: int = 60) ->
             out[(o.id, s.id)] = (per_site_g[si], per_site_c[si])
         out[(o.id, "*")] = (sum(per_site_g), sum(per_site_c))
     return out
+
+
+def brute_force_regulatory(terms: Terms, ev: Evidence, w0: int, w1: int,
+                           step: int = 60) -> dict[str, dict[str, int]]:
+    """Per device id, the regulatory KPIs' raw seconds by sampling every `step` seconds:
+    NEVI `deployed`, `outage` (not available/in use, or stale) and `excluded_outage` (outage
+    under an exclusion row of the device, its site or `*`); PCPR, inside the site's business
+    hours: `open`, `working`, `not_working` (faulted, unavailable, offline), `ineligible`."""
+    events: dict[int, tuple[list[int], list[int]]] = {}
+    for d, t, s in zip(ev.ev_device.tolist(), ev.ev_ts.tolist(), ev.ev_state.tolist()):
+        events.setdefault(d, ([], []))
+        events[d][0].append(t)
+        events[d][1].append(s)
+    zones = [ZoneInfo(s.timezone) for s in terms.sites]
+    keys = ("deployed", "outage", "excluded_outage", "open", "working", "not_working", "ineligible")
+    out = {did: dict.fromkeys(keys, 0) for did in ev.device_ids}
+    for t in range(w0, w1, step):
+        for d, did in enumerate(ev.device_ids):
+            retired = int(ev.retired[d]) if ev.retired[d] != NO_END else 2**62
+            if not int(ev.deployed[d]) <= t < retired:
+                continue
+            ts, ss = events.get(d, ([], []))
+            i = bisect.bisect_right(ts, t) - 1
+            state = ss[i] if i >= 0 and t - ts[i] < terms.stale_after else 5  # stale: unknown
+            si = int(ev.device_site[d])
+            site = terms.sites[si]
+            row = out[did]
+            row["deployed"] += step
+            if state not in UP_STATES:
+                row["outage"] += step
+                if any(x.start <= t < x.end and x.scope in ("*", f"site:{site.id}", f"device:{did}")
+                       for x in ev.exclusions):
+                    row["excluded_outage"] += step
+            local = datetime.fromtimestamp(t, zones[si])
+            minute = local.hour * 60 + local.minute
+            if any(a <= minute < b for a, b in site.business_hours[local.weekday()]):
+                row["open"] += step
+                kind = "working" if state in UP_STATES else "ineligible" if state == 5 else "not_working"
+                row[kind] += step
+    return out
