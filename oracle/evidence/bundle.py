@@ -216,6 +216,31 @@ def write_bundle(store: str | Path, terms_bytes: bytes, files: dict[str, bytes],
     return Bundle(bundle_id, final, manifest)
 
 
+def import_bundle(store: str | Path, data: bytes) -> Bundle:
+    """Keep a bundle received from elsewhere (e.g. downloaded from the vendor's API) in `store`,
+    under its manifest's content address and indexed by its evidence root, as `write_bundle`
+    would have; its members are checked against the manifest first (BundleError if not)."""
+    store = Path(store)
+    tmp = store / "tmp" / f"{uuid.uuid4().hex}{SUFFIX}"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _sync_close([_create(tmp, data)])
+        loaded = load_bundle(tmp)
+        final = bundle_path(store, loaded.bundle.id)
+        if not final.exists():
+            os.replace(tmp, final)
+            _sync_dir(store)
+    finally:
+        tmp.unlink(missing_ok=True)
+    index = store / "roots" / loaded.bundle.evidence_root.lower() / final.name
+    index.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(final, index)
+    except FileExistsError:
+        pass
+    return Bundle(loaded.bundle.id, final, loaded.bundle.manifest)
+
+
 def open_bundle(store: str | Path, bundle_id: str) -> Bundle:
     """The bundle `bundle_id` of `store`, its manifest checked against the id."""
     try:

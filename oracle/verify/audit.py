@@ -18,7 +18,7 @@ from oracle.core.merkle import leaf_hash, verify_proof
 from oracle.core.period import evidence_start, period_bounds
 from oracle.core.terms import Terms, TermsError
 from oracle.engine.replay import recompute
-from oracle.evidence.bundle import BundleError, find_bundles, load_bundle
+from oracle.evidence.bundle import BundleError, LoadedBundle, find_bundles, load_bundle
 from oracle.evidence.commitment import evidence_leaves
 from oracle.evidence.load import EvidenceError
 from oracle.verify.customer import Verification, verify_agreement
@@ -104,12 +104,14 @@ def _cause(problem: str) -> str:
 
 def audit_agreement(w3: Web3, address: str, terms: Terms, store: str | Path, **verify_kw: Any) -> Audit:
     verification = verify_agreement(w3, address, terms, **verify_kw)
-    periods = [_audit_period(store, p.period, p.label, p.evidence_root, p.attainments)
+    periods = [audit_period(store, p.period, p.label, p.evidence_root, p.attainments)
                for p in verification.periods]
     return Audit(verification, periods)
 
 
-def _audit_period(store: str | Path, period: int, label: str, root: str, signed: list[list[int]]) -> PeriodAudit:
+def audit_period(store: str | Path, period: int, label: str, root: str, signed: list[list[int]]) -> PeriodAudit:
+    """Replay one period from the first intact bundle of `store` whose evidence has `root` and
+    compare every `signed` attainment (per objective, per subject) with the recomputed one."""
     audit = PeriodAudit(period, label, root, None)
     candidates = find_bundles(store, root)
     if not candidates:
@@ -126,11 +128,16 @@ def _audit_period(store: str | Path, period: int, label: str, root: str, signed:
     if loaded is None:
         return audit
     audit.checks = [("bundle files match their manifest", True, f"bundle {(audit.bundle or '')[:12]}")]
+    _compare(audit, loaded, root, signed)
+    return audit
+
+
+def _compare(audit: PeriodAudit, loaded: LoadedBundle, root: str, signed: list[list[int]]) -> None:
     result = recompute(loaded)
     audit.checks.append(("evidence tampered" if result.evidence_root != root else "evidence commitment",
                          result.evidence_root == root, f"recomputed root {result.evidence_root}"))
     if result.evidence_root != root:
-        return audit
+        return
     recomputed = [[r.attainment_bps for r in o.results] for o in result.objectives]
     for o, row_signed, row_ours in zip(result.objectives, signed, recomputed, strict=False):
         for r, a, b in zip(o.results, row_signed, row_ours, strict=False):
@@ -139,7 +146,6 @@ def _audit_period(store: str | Path, period: int, label: str, root: str, signed:
     same = recomputed == signed
     audit.checks.append(("KPI mismatch" if not same else "KPIs recomputed bit for bit", same,
                          "; ".join(audit.mismatches[:3]) or f"{sum(map(len, recomputed))} attainments equal"))
-    return audit
 
 
 @dataclass
