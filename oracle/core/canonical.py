@@ -57,6 +57,9 @@ def canonical_dict(terms: Terms) -> dict[str, Any]:
         "objectives": [objective(o) for o in terms.objectives],
         "credit_cap_bps": terms.credit_cap_bps,
         "term": {"first_period": terms.first_period, "periods": terms.periods},
+        # only when set, so that the hash of terms written before settlement is unchanged
+        **({"settlement": terms.settlement.canonical()} if terms.settlement else {}),
+        **({"allow_party_signers": True} if terms.allow_party_signers else {}),
     }
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfoNotFoundError
 
 import yaml
@@ -16,6 +16,9 @@ import yaml
 from oracle.core.calendar import WEEK_24X7, WeekHours, parse_label, zone
 from oracle.core.credit import BPS, Tier, validate_tiers
 from oracle.core.status_maps import check_overrides
+
+if TYPE_CHECKING:
+    from oracle.core.settlement import Settlement
 
 SCHEMA = "slacomp/v1"
 KPIS = ("site_availability", "site_max_down", "device_uptime", "ticket_response", "ticket_resolution",
@@ -102,6 +105,8 @@ class Terms:
     periods: int
     # telemetry.status_map: {table: ((protocol status, state), ...)} overrides of the built-in tables
     status_map: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    settlement: Settlement | None = None  # the optional `settlement:` block (oracle.core.settlement)
+    allow_party_signers: bool = False  # may the vendor or customer be an oracle or arbiter?
 
     def site(self, site_id: str) -> Site:
         for s in self.sites:
@@ -409,12 +414,19 @@ def _parse(data: Any) -> Terms:
         raise TermsError("term.first_period", str(exc)) from None
     periods = _int(term.get("periods", required=True), "term.periods", 1, 1200)
     term.finish()
+    party = r.get("allow_party_signers", False)
+    if not isinstance(party, bool):
+        raise TermsError("allow_party_signers", f"expected true or false, got {party!r}")
+    raw_settlement = r.get("settlement", None)
     r.finish()
+    from oracle.core.settlement import parse_settlement  # it builds on this module's readers
+    settlement = None if raw_settlement is None else parse_settlement(raw_settlement, decimals, party)
     return Terms(
         agreement=agreement, timezone=tz, currency_symbol=symbol, decimals=decimals,
         monthly_fee=monthly_fee, stale_after=stale, missing_data=missing, maintenance_state=maint,
         exclusion_mode=mode, sites=tuple(sites), objectives=tuple(objectives),
         credit_cap_bps=cap, first_period=first, periods=periods, status_map=status_map,
+        settlement=settlement, allow_party_signers=party,
     )
 
 
