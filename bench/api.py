@@ -55,7 +55,7 @@ def setup(url: str, work: Path) -> tuple[str, dict[str, str]]:
     terms = load_terms(EXAMPLE / "terms.yaml")
     oracles = [Account.from_key(keccak(text=f"bench oracle {i}")).address for i in range(3)]
     config = config_from_terms(terms, customer=customer, asset="0x" + "00" * 20, oracles=oracles, threshold=2)
-    agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config)
+    agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config, customer=customer)
     db_url = f"sqlite:///{work / 'oracle.db'}"
     engine = connect(db_url)
     for name in ("devices.csv", "events.csv", "exclusions.csv"):

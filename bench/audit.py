@@ -71,7 +71,7 @@ def main() -> int:
         w3 = chain.w3()
         vendor, customer, relayer = w3.eth.accounts[:3]
         config = config_from_terms(terms, customer=customer, asset="0x" + "00" * 20, oracles=oracles, threshold=2)
-        agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config)
+        agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config, customer=customer)
         deposit(w3, agreement, vendor, 10**21)
         t = time.perf_counter()
         splitter = MonthSplitter(work / "estate" / "evidence")

@@ -57,10 +57,12 @@ class Bench:
                       OBJECTIVES, bounds, addrs, threshold)
 
     def create(self, cfg: Config):
-        tx = self.factory.functions.createAgreement(cfg.encoded())
+        tx = self.factory.get_function_by_signature("createAgreement(bytes)")(cfg.encoded())
         receipt = _wait(self.w3, tx.transact({"from": self.vendor}))
         event = self.factory.events.AgreementCreated().process_receipt(receipt, errors=DISCARD)[0]
-        return contract(self.w3, "Agreement", event["args"]["agreement"]), receipt["gasUsed"]
+        agreement = contract(self.w3, "Agreement", event["args"]["agreement"])
+        _wait(self.w3, agreement.functions.accept().transact({"from": self.customer}))
+        return agreement, receipt["gasUsed"]
 
     def report(self, agreement, cfg: Config, period: int, signers: int) -> int:
         end = cfg.period_bounds[period + 1]

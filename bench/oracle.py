@@ -95,13 +95,15 @@ def create_agreements(w3, n: int, oracles: list[str], terms_path: Path) -> list[
                                oracles=oracles, threshold=2)
     escrow = config.max_credit_per_period() * config.period_count
     w3.eth.wait_for_transaction_receipt(token.functions.mint(vendor, escrow * n).transact({"from": vendor}))
-    create = factory.functions.createAgreement(config.encoded())
+    create = factory.get_function_by_signature("createAgreement(bytes)")(config.encoded())
     tx = {"from": vendor, "gas": create.estimate_gas({"from": vendor}) * 2}
     w3.provider.make_request("evm_setAutomine", [False])
     try:
         created = factory.events.AgreementCreated()
         addresses = [created.process_receipt(r, errors=DISCARD)[0]["args"]["agreement"]
                      for r in _mine_all(w3, [create.transact(tx) for _ in range(n)])]
+        accept = {"from": customer, "gas": 100_000}
+        _mine_all(w3, [contract(w3, "Agreement", a).functions.accept().transact(accept) for a in addresses])
         _mine_all(w3, [token.functions.approve(a, escrow).transact(tx) for a in addresses])
         _mine_all(w3, [contract(w3, "Agreement", a).functions.deposit(escrow).transact(tx) for a in addresses])
     finally:

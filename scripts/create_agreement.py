@@ -5,7 +5,8 @@
 TERMS: terms file (schema slacomp/v1). CUSTOMER: the customer's address. ASSET: an ERC-20
 address, or `eth`. ORACLES: comma-separated oracle addresses. THRESHOLD: signatures needed.
 FACTORY: the factory's address (default: the last one deployed in this brownie session).
-The caller (see deploy_factory.deployer) becomes the vendor."""
+The caller (see deploy_factory.deployer) becomes the vendor; the customer then accepts
+(`agreement.accept()`, or `slacomp agreement accept`) before any period settles."""
 from __future__ import annotations
 
 from brownie import Agreement, AgreementFactory
@@ -25,7 +26,7 @@ def main(terms_path: str, customer: str, asset: str, oracles: str, threshold: st
         threshold=int(threshold),
     )
     fac = AgreementFactory.at(factory) if factory else AgreementFactory[-1]
-    tx = fac.createAgreement(config.encoded(), {"from": deployer()})
+    tx = fac.createAgreement["bytes"](config.encoded(), {"from": deployer()})
     agreement = Agreement.at(tx.events["AgreementCreated"]["agreement"])
     print(f"Agreement {agreement.address}: {terms.agreement}, {config.period_count} periods, "
           f"termsHash {agreement.termsHash()}, oracles {config.threshold} of {len(config.oracles)}")

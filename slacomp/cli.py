@@ -192,6 +192,13 @@ def _cmd_agreement(args: argparse.Namespace) -> int:
         print(agreement.address)
         print(f"created in tx {receipt['transactionHash'].hex()} (gas {receipt['gasUsed']:,}); reserve per "
               f"period {config.max_credit_per_period()}; {config.period_count} periods", file=sys.stderr)
+    elif args.agreement_command == "accept":
+        from oracle.chain.settle import accept
+
+        agreement = contract(w3, "Agreement", args.agreement)
+        customer = Web3.to_checksum_address(args.sender) if args.sender else agreement.functions.customer().call()
+        receipt = accept(w3, agreement, customer)
+        print(f"accepted by {customer} in tx {receipt['transactionHash'].hex()}")
     else:  # deposit
         agreement = contract(w3, "Agreement", args.agreement)
         deposit(w3, agreement, sender, args.amount)
@@ -331,10 +338,12 @@ def _build_parser() -> argparse.ArgumentParser:
     asub = p.add_subparsers(dest="agreement_command", required=True)
     for name, help_ in (("factory", "deploy the AgreementFactory; prints its address"),
                         ("create", "create an agreement from a terms file; prints its address"),
-                        ("deposit", "deposit into an agreement's escrow (approves ERC-20 first)")):
+                        ("deposit", "deposit into an agreement's escrow (approves ERC-20 first)"),
+                        ("accept", "customer: accept an agreement (no period settles before)")):
         q = asub.add_parser(name, help=help_)
         q.add_argument("--rpc", default="http://127.0.0.1:8545", help="JSON-RPC URL (default %(default)s)")
-        q.add_argument("--from", dest="sender", help="an unlocked account on the node (default: its first)")
+        q.add_argument("--from", dest="sender", help="an unlocked account on the node (default: its first; "
+                       "for accept, the agreement's customer)")
         if name == "create":
             q.add_argument("--factory", required=True, help="the AgreementFactory's address")
             q.add_argument("--terms", required=True, help="terms file (schema slacomp/v1)")
@@ -342,8 +351,9 @@ def _build_parser() -> argparse.ArgumentParser:
             q.add_argument("--asset", required=True, help="`eth` or an ERC-20 address")
             q.add_argument("--oracles", required=True, help="comma-separated oracle addresses")
             q.add_argument("--threshold", type=int, required=True, help="signatures needed (M of N)")
-        if name == "deposit":
+        if name in ("deposit", "accept"):
             q.add_argument("agreement", help="the agreement's address")
+        if name == "deposit":
             q.add_argument("amount", type=int, help="amount in the asset's smallest unit")
     p.set_defaults(handler=_cmd_agreement)
 

@@ -183,7 +183,7 @@ class Demo:
             oracles = [Account.from_key(k).address for k in DEMO_ORACLE_KEYS]
             config = config_from_terms(terms, customer=customer, asset=asset, oracles=oracles, threshold=2)
             factory = contract(self.w3, "AgreementFactory", self.state["factory"])
-            agreement, _ = create_agreement(self.w3, factory, self.vendor, config)
+            agreement, _ = create_agreement(self.w3, factory, self.vendor, config, customer=customer)
             escrow = config.max_credit_per_period() * 3  # a quarter's worst case; more can follow
             if c.asset == "USDC":
                 token = contract(self.w3, "TestToken", self.state["usdc"])

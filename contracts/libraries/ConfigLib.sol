@@ -2,6 +2,7 @@
 pragma solidity ^0.8.24;
 
 import {IAgreement} from "../interfaces/IAgreement.sol";
+import {SettlementLib} from "./SettlementLib.sol";
 
 /// @title ConfigLib: reads and validates the agreement's packed Config
 /// @notice Guarantees a Config that passes `validate` can be read at every offset the agreement
@@ -84,10 +85,23 @@ library ConfigLib {
         l.objectives = off + 1;
     }
 
+    /// @dev Where the objectives end: the Config's end, or the start of its settlement section.
+    function objectivesEnd(bytes calldata cfg, Layout memory l) internal pure returns (uint256 off) {
+        off = l.objectives;
+        for (uint256 o = 0; o < l.objectiveCount; ++o) {
+            off += OBJ_TIERS_AT + TIER_SIZE * readUint(cfg, off + OBJ_TIER_COUNT_AT, 1);
+        }
+    }
+
     // ================================================================ validation
 
-    /// @dev Validates a whole Config; returns the most a single period can cost (at most the cap).
-    function validate(bytes calldata cfg, Layout memory l) internal pure returns (uint256 maxCredit) {
+    /// @dev Validates a whole Config; returns the most a single period can cost (at most the cap)
+    /// and where the objectives end: the Config's end, or the start of its settlement section.
+    function validate(bytes calldata cfg, Layout memory l)
+        internal
+        pure
+        returns (uint256 maxCredit, uint256 settlementAt)
+    {
         uint256 monthlyFee = readUint(cfg, FEE_AT, FEE_SIZE);
         uint256 capBps = readUint(cfg, CAP_AT, BPS_SIZE);
         if (monthlyFee == 0) revert IAgreement.ZeroMonthlyFee();
@@ -109,7 +123,9 @@ library ConfigLib {
             unbounded = unbounded || open;
             off = next;
         }
-        if (off != cfg.length) revert IAgreement.ConfigLength(off, cfg.length);
+        if (off > cfg.length) revert IAgreement.ConfigLength(off, cfg.length);
+        if (off != cfg.length) SettlementLib.validate(cfg, off);
+        settlementAt = off;
         uint256 cap = monthlyFee * capBps / BPS;
         if (unbounded || maxCredit > cap) maxCredit = cap;
     }

@@ -16,14 +16,15 @@ library CreditLib {
     uint256 internal constant SUBJECTS_SIZE = 2;
     uint256 internal constant ATTAINMENT_SIZE = 2;
 
-    /// @dev The capped credit for `att` (packed attainments) under `cfg`.
+    /// @dev The capped credit for `att` (packed attainments) under `cfg`, and where the Config's
+    /// objectives end (its settlement section, if any, starts there).
     function creditFor(bytes calldata cfg, ConfigLib.Layout memory l, bytes calldata att)
         internal
         pure
-        returns (uint256 total)
+        returns (uint256 total, uint256 obj)
     {
         uint256 off = 0; // in att
-        uint256 obj = l.objectives; // in cfg
+        obj = l.objectives; // in cfg
         for (uint256 o = 0; o < l.objectiveCount; ++o) {
             uint256 credit;
             (credit, off) = _objectiveCredit(cfg, l, obj, att, off);

@@ -22,18 +22,25 @@ library SignatureLib {
     /// @dev Reverts unless `signatures` holds at least `threshold` entries, each a valid low-s
     /// signature of `digest` by the oracle at its index in `cfg`, indexes strictly ascending.
     function verify(bytes32 digest, bytes calldata signatures, bytes calldata cfg) internal pure {
+        verifySet(digest, signatures, cfg, ConfigLib.THRESHOLD_AT);
+    }
+
+    /// @dev As `verify`, for the signer set at `setAt` in `cfg`: threshold (1) | count (1) |
+    /// signers (20 each). The oracle set is at THRESHOLD_AT, the arbiter set in the settlement section.
+    function verifySet(bytes32 digest, bytes calldata signatures, bytes calldata cfg, uint256 setAt) internal pure {
         uint256 len = signatures.length;
         if (len == 0 || len % SIG_LENGTH != 0) revert IAgreement.MalformedSignatures(len);
         uint256 n = len / SIG_LENGTH;
-        uint256 threshold = cfg.readUint(ConfigLib.THRESHOLD_AT, 1);
+        uint256 threshold = cfg.readUint(setAt, 1);
         if (n < threshold) revert IAgreement.InsufficientSignatures(n, threshold);
-        uint256 oracleCount = cfg.readUint(ConfigLib.ORACLE_COUNT_AT, 1);
+        uint256 count = cfg.readUint(setAt + 1, 1);
+        uint256 first = setAt + ConfigLib.ORACLE_SET_HEAD;
         uint256 prevIndex;
         for (uint256 i = 0; i < n; ++i) {
             (uint256 index, address signer) = _recoverAt(digest, signatures, i);
-            if ((i != 0 && index <= prevIndex) || index >= oracleCount) revert IAgreement.SignatureOrder(i);
-            address oracle = cfg.readAddress(ConfigLib.ORACLES_AT + ConfigLib.ADDRESS_SIZE * index);
-            if (signer != oracle) revert IAgreement.NotAnOracle(i, signer);
+            if ((i != 0 && index <= prevIndex) || index >= count) revert IAgreement.SignatureOrder(i);
+            address expected = cfg.readAddress(first + ConfigLib.ADDRESS_SIZE * index);
+            if (signer != expected) revert IAgreement.NotAnOracle(i, signer);
             prevIndex = index;
         }
     }

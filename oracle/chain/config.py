@@ -10,10 +10,13 @@ from eth_utils.crypto import keccak
 from oracle.core.addresses import checksum
 from oracle.core.credit import BPS, Tier, capped_total, subject_credit, validate_tiers
 from oracle.core.period import period_bounds, period_labels
+from oracle.core.settlement import Settlement
 from oracle.core.terms import Terms, terms_hash
 
 SCOPES = {"estate": 0, "per_site": 1, "per_device": 2}
 ZERO_ADDRESS = "0x" + "00" * 20
+FLAG_DEFAULT_MAX = 1  # settlement flags (SettlementLib): the default credit is the period's maximum
+FLAG_PARTY_SIGNERS = 2  # the vendor or the customer may be an oracle or an arbiter
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Config:
     period_bounds: tuple[int, ...]
     oracles: tuple[str, ...]
     threshold: int
+    settlement: Settlement | None = None  # None: no settlement section (the contract's defaults)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted((checksum(a) for a in self.oracles), key=lambda a: int(a, 16)))
@@ -68,6 +72,8 @@ class Config:
         for o in self.objectives:
             out += bytes([o.scope]) + o.device_fee.to_bytes(12, "big") + bytes([len(o.tiers)])
             out += b"".join(b.to_bytes(2, "big") + c.to_bytes(2, "big") for b, c in o.tiers)
+        if self.settlement is not None:
+            out += _encode_settlement(self.settlement)
         return bytes(out)
 
     @classmethod
@@ -83,9 +89,11 @@ class Config:
         for _ in range(r.int(1)):
             scope, device_fee, nt = r.int(1), r.int(12), r.int(1)
             objectives.append(ObjectiveSchedule(scope, device_fee, tuple((r.int(2), r.int(2)) for _ in range(nt))))
+        settlement = _decode_settlement(r) if r.off != len(data) else None
         if r.off != len(data):
             raise ValueError(f"config has {len(data) - r.off} trailing bytes")
-        return cls(customer, asset, terms, fee, cap, sites, tuple(objectives), bounds, oracles, threshold)
+        return cls(customer, asset, terms, fee, cap, sites, tuple(objectives), bounds, oracles, threshold,
+                   settlement)
 
     def hash(self) -> bytes:
         """keccak256 of the packed Config: the contract's `configHash`."""
@@ -96,6 +104,11 @@ class Config:
 
     def oracle_index(self, address: str) -> int:
         return self.oracles.index(checksum(address))
+
+    @property
+    def settlement_or_default(self) -> Settlement:
+        """The settlement parameters in force (the contract's defaults without a section)."""
+        return self.settlement or Settlement()
 
     @property
     def period_count(self) -> int:
@@ -127,6 +140,29 @@ class Config:
         if o.scope == SCOPES["per_site"]:
             return self.site_fees[i]
         return o.device_fee
+
+
+def _encode_settlement(s: Settlement) -> bytes:
+    """challengeWindow (4) | reportDeadline (4) | arbitrationWindow (4) | flags (1) | disputeBond (12)
+    | arbiterThreshold (1) | arbiterCount (1) | arbiters (20 each) | auditorCount (1) | auditors (20 each)"""
+    flags = FLAG_DEFAULT_MAX if s.default_credit == "max" else 0
+    flags |= FLAG_PARTY_SIGNERS if s.allow_party_signers else 0
+    out = bytearray()
+    for seconds in (s.challenge_window, s.report_deadline, s.arbitration_window):
+        out += seconds.to_bytes(4, "big")
+    out += bytes([flags]) + s.dispute_bond.to_bytes(12, "big") + bytes([s.arbiter_threshold, len(s.arbiters)])
+    out += b"".join(bytes.fromhex(a[2:]) for a in s.arbiters)
+    out += bytes([len(s.auditors)]) + b"".join(bytes.fromhex(a[2:]) for a in s.auditors)
+    return bytes(out)
+
+
+def _decode_settlement(r: _Reader) -> Settlement:
+    window, deadline, arbitration, flags, bond = r.int(4), r.int(4), r.int(4), r.int(1), r.int(12)
+    threshold, n = r.int(1), r.int(1)
+    arbiters = tuple(r.address() for _ in range(n))
+    auditors = tuple(r.address() for _ in range(r.int(1)))
+    return Settlement(window, deadline, arbitration, "max" if flags & FLAG_DEFAULT_MAX else "none", arbiters,
+                      threshold, bond, auditors, bool(flags & FLAG_PARTY_SIGNERS))
 
 
 class _Reader:
@@ -191,7 +227,16 @@ def config_from_terms(terms: Terms, *, customer: str, asset: str, oracles: Seque
         period_bounds=tuple(bounds),
         oracles=tuple(oracles),
         threshold=threshold,
+        settlement=settlement_of(terms),
     )
+
+
+def settlement_of(terms: Terms) -> Settlement | None:
+    """The Config's settlement section for `terms`: none when the terms set neither `settlement:`
+    nor `allow_party_signers` (so such agreements keep their Config and its gas)."""
+    if terms.settlement is None and not terms.allow_party_signers:
+        return None
+    return replace(terms.settlement or Settlement(), allow_party_signers=terms.allow_party_signers)
 
 
 # ------------------------------------------------------------------ the Config in force, from logs

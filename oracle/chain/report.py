@@ -17,6 +17,7 @@ DOMAIN_NAME = "slacomp Agreement"
 DOMAIN_VERSION = "1"
 REPORT_FIELDS: tuple[tuple[str, str], ...] = (
     ("period", "uint32"),
+    ("revision", "uint32"),
     ("termsHash", "bytes32"),
     ("evidenceRoot", "bytes32"),
     ("attainments", "bytes"),
@@ -35,8 +36,11 @@ class Report:
     terms_hash: bytes
     evidence_root: bytes
     attainments: tuple[tuple[int, ...], ...]
+    revision: int = 0  # a higher revision replaces a proposal still inside its challenge window
 
     def __post_init__(self) -> None:
+        if not 0 <= self.revision < 2**32:
+            raise ValueError(f"revision {self.revision} is not a uint32")
         if len(self.terms_hash) != 32 or len(self.evidence_root) != 32:
             raise ValueError("terms_hash and evidence_root must be 32 bytes")
         object.__setattr__(self, "attainments", tuple(tuple(int(b) for b in row) for row in self.attainments))
@@ -46,17 +50,17 @@ class Report:
         return pack_attainments(self.attainments)
 
     def struct_hash(self) -> bytes:
-        """keccak of the ABI encoding of (typehash, period, termsHash, evidenceRoot,
+        """keccak of the ABI encoding of (typehash, period, revision, termsHash, evidenceRoot,
         keccak(attainments)): static words, laid out here (eth_abi's encoder costs more than
         the hashing; tests/oracle_service check the bytes against it)."""
         if not 0 <= self.period < 2**32:
             raise ValueError(f"period {self.period} is not a uint32")
-        return keccak(REPORT_TYPEHASH + self.period.to_bytes(32, "big") + self.terms_hash + self.evidence_root
-                      + keccak(self.packed_attainments))
+        return keccak(REPORT_TYPEHASH + self.period.to_bytes(32, "big") + self.revision.to_bytes(32, "big")
+                      + self.terms_hash + self.evidence_root + keccak(self.packed_attainments))
 
     def digest(self, chain_id: int, agreement: str) -> bytes:
         """The EIP-712 digest the oracles sign (domain: this agreement on this chain)."""
-        return keccak(b"\x19\x01" + domain_separator(chain_id, agreement) + self.struct_hash())
+        return typed_digest(domain_separator(chain_id, agreement), self.struct_hash())
 
     def typed_data(self, chain_id: int, agreement: str) -> dict[str, Any]:
         """The same message as EIP-712 JSON (for wallets and eth_account.encode_typed_data)."""
@@ -71,7 +75,7 @@ class Report:
             "primaryType": "Report",
             "domain": {"name": DOMAIN_NAME, "version": DOMAIN_VERSION, "chainId": chain_id,
                        "verifyingContract": checksum(agreement)},
-            "message": {"period": self.period, "termsHash": self.terms_hash,
+            "message": {"period": self.period, "revision": self.revision, "termsHash": self.terms_hash,
                         "evidenceRoot": self.evidence_root, "attainments": self.packed_attainments},
         }
 
@@ -87,11 +91,18 @@ def domain_separator(chain_id: int, agreement: str) -> bytes:
     return keccak(_DOMAIN_HEAD + chain_id.to_bytes(32, "big") + bytes(12) + bytes.fromhex(checksum(agreement)[2:]))
 
 
+def typed_digest(domain: bytes, struct_hash: bytes) -> bytes:
+    """keccak(0x1901 | domain separator | struct hash): EIP-712's final step."""
+    return keccak(b"\x19\x01" + domain + struct_hash)
+
+
+def _b32(v: bytes | str) -> bytes:
+    return bytes.fromhex(v[2:] if v.startswith("0x") else v) if isinstance(v, str) else v
+
+
 def make_report(period: int, terms_hash: bytes | str, evidence_root: bytes | str,
-                attainments: Sequence[Sequence[int]]) -> Report:
-    def b32(v: bytes | str) -> bytes:
-        return bytes.fromhex(v[2:] if v.startswith("0x") else v) if isinstance(v, str) else v
-    return Report(period, b32(terms_hash), b32(evidence_root), tuple(tuple(r) for r in attainments))
+                attainments: Sequence[Sequence[int]], revision: int = 0) -> Report:
+    return Report(period, _b32(terms_hash), _b32(evidence_root), tuple(tuple(r) for r in attainments), revision)
 
 
 def report_from_result(result: PeriodResult, period_index: int) -> Report:

@@ -11,6 +11,7 @@ from eth_account import Account
 from eth_utils.crypto import keccak
 
 from oracle.chain.config import Config
+from oracle.chain.messages import Resolution, acceptance_digest, factory_acceptance_digest
 from oracle.chain.report import Report
 from oracle.core.addresses import checksum
 
@@ -96,6 +97,33 @@ def sign_for(report: Report, config: Config, chain_id: int, agreement: str,
         index = config.oracle_index(Account.from_key(key).address)
         entries[index] = sign_report(report, chain_id, agreement, key)
     return pack_signatures(entries)
+
+
+def sign_resolution_for(resolution: Resolution, config: Config, chain_id: int, agreement: str,
+                        private_keys: Iterable[bytes | str]) -> bytes:
+    """Sign a resolution with each arbiter key (each must be an arbiter of `config`) and pack them."""
+    arbiters = config.settlement_or_default.arbiters
+    digest = resolution.digest(chain_id, agreement)
+    entries = {}
+    for key in private_keys:
+        address = checksum(Account.from_key(key).address)
+        if address not in arbiters:
+            raise ValueError(f"{address} is not an arbiter of the agreement")
+        entries[arbiters.index(address)] = sign_digest(digest, key)
+    return pack_signatures(entries)
+
+
+def sign_acceptance(config: Config, vendor: str, chain_id: int, private_key: bytes | str, *,
+                    agreement: str | None = None, factory: str | None = None) -> bytes:
+    """The customer's 65-byte acceptance of `config` with `vendor`: for `acceptWithSignature` on
+    `agreement`, or (before it exists) for the factory's `createAgreement(cfg, acceptance)`."""
+    if (agreement is None) == (factory is None):
+        raise ValueError("give exactly one of agreement= or factory=")
+    if agreement is not None:
+        digest = acceptance_digest(chain_id, agreement, config.hash(), vendor)
+    else:
+        digest = factory_acceptance_digest(chain_id, str(factory), config.hash(), vendor)
+    return sign_digest(digest, private_key)
 
 
 def unpack_signatures(data: bytes) -> list[tuple[int, bytes]]:

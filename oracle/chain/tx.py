@@ -135,11 +135,26 @@ def deploy_factory(w3: Web3, sender: str) -> Contract:
     return deploy(w3, "AgreementFactory", sender)
 
 
-def create_agreement(w3: Web3, factory: Contract, sender: Sender, config: Config) -> tuple[Contract, TxReceipt]:
-    """Create the agreement for `config` through the factory; the sender becomes its vendor."""
-    receipt = transact(w3, factory.functions.createAgreement(config.encoded()), sender, "createAgreement")
+def create_agreement(w3: Web3, factory: Contract, sender: Sender, config: Config, *,
+                     customer: Sender | None = None,
+                     customer_key: bytes | str | None = None) -> tuple[Contract, TxReceipt]:
+    """Create the agreement for `config` through the factory; the sender becomes its vendor. No
+    period settles until the customer accepts: `customer_key` signs the acceptance and the
+    agreement is created accepted (one transaction); `customer` (an unlocked account or a local
+    key) sends `accept()` right after; with neither, the customer accepts later (`settle.accept`)."""
+    if customer_key is not None:
+        from oracle.chain.signing import sign_acceptance  # signing builds on this module's peers
+        vendor = sender if isinstance(sender, str) else sender.address
+        acceptance = sign_acceptance(config, vendor, w3.eth.chain_id, customer_key, factory=factory.address)
+        call = factory.get_function_by_signature("createAgreement(bytes,bytes)")(config.encoded(), acceptance)
+    else:
+        call = factory.get_function_by_signature("createAgreement(bytes)")(config.encoded())
+    receipt = transact(w3, call, sender, "createAgreement")
     created = factory.events.AgreementCreated().process_receipt(receipt, errors=DISCARD)
-    return contract(w3, "Agreement", created[0]["args"]["agreement"]), receipt
+    agreement = contract(w3, "Agreement", created[0]["args"]["agreement"])
+    if customer is not None and customer_key is None:
+        transact(w3, agreement.functions.accept(), customer, "accept")
+    return agreement, receipt
 
 
 def deposit(w3: Web3, agreement: Contract, sender: Sender, amount: int) -> TxReceipt:

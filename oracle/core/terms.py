@@ -2,22 +2,23 @@
 model, and define its canonical bytes and `termsHash` (see docs/terms.md)."""
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfoNotFoundError
 
 import yaml
-from eth_utils.crypto import keccak
 
 from oracle.core.calendar import WEEK_24X7, WeekHours, parse_label, zone
 from oracle.core.credit import BPS, Tier, validate_tiers
 from oracle.core.status_maps import check_overrides
+
+if TYPE_CHECKING:
+    from oracle.core.settlement import Settlement
 
 SCHEMA = "slacomp/v1"
 KPIS = ("site_availability", "site_max_down", "device_uptime", "ticket_response", "ticket_resolution",
@@ -104,6 +105,8 @@ class Terms:
     periods: int
     # telemetry.status_map: {table: ((protocol status, state), ...)} overrides of the built-in tables
     status_map: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+    settlement: Settlement | None = None  # the optional `settlement:` block (oracle.core.settlement)
+    allow_party_signers: bool = False  # may the vendor or customer be an oracle or arbiter?
 
     def site(self, site_id: str) -> Site:
         for s in self.sites:
@@ -411,12 +414,19 @@ def _parse(data: Any) -> Terms:
         raise TermsError("term.first_period", str(exc)) from None
     periods = _int(term.get("periods", required=True), "term.periods", 1, 1200)
     term.finish()
+    party = r.get("allow_party_signers", False)
+    if not isinstance(party, bool):
+        raise TermsError("allow_party_signers", f"expected true or false, got {party!r}")
+    raw_settlement = r.get("settlement", None)
     r.finish()
+    from oracle.core.settlement import parse_settlement  # it builds on this module's readers
+    settlement = None if raw_settlement is None else parse_settlement(raw_settlement, decimals, party)
     return Terms(
         agreement=agreement, timezone=tz, currency_symbol=symbol, decimals=decimals,
         monthly_fee=monthly_fee, stale_after=stale, missing_data=missing, maintenance_state=maint,
         exclusion_mode=mode, sites=tuple(sites), objectives=tuple(objectives),
         credit_cap_bps=cap, first_period=first, periods=periods, status_map=status_map,
+        settlement=settlement, allow_party_signers=party,
     )
 
 
@@ -432,65 +442,8 @@ def _status_map(value: Any, field: str) -> tuple[tuple[str, tuple[tuple[str, str
     return tuple((k, tuple(sorted(m.items()))) for k, m in sorted(entries.items()))
 
 
-# --------------------------------------------------------------------------- canonical form
+# The canonical form lives in oracle.core.canonical; importers keep using these names from here.
+from oracle.core.canonical import canonical_bytes, canonical_dict, terms_hash  # noqa: E402
 
-
-def canonical_dict(terms: Terms) -> dict[str, Any]:
-    """The normalised model as plain JSON data (every default filled in)."""
-
-    def hours(h: WeekHours) -> dict[str, list[list[int]]]:
-        return {DAYS[d]: [[a, b] for a, b in h[d]] for d in range(7)}
-
-    def objective(o: Objective) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "id": o.id, "kpi": o.kpi, "scope": o.scope, "target_bps": o.target_bps,
-            "credits": [{"below_bps": b, "credit_bps": c} for b, c in o.tiers],
-            "device_fee": o.device_fee,
-        }
-        if o.kpi == "site_availability":
-            d["min_available"] = o.min_available
-        if o.kpi == "site_max_down":
-            d["max_down"] = o.max_down
-        if o.kpi.startswith("ticket_"):
-            d["targets"] = dict(o.targets)
-            d["clock"] = o.clock
-        if o.kpi == "pcpr_reliability":
-            d["ineligible"] = o.ineligible
-        if o.window != "period":  # only when set, so that the hash of terms written before windows is unchanged
-            d["window"] = o.window
-        return d
-
-    return {
-        "schema": SCHEMA,
-        "agreement": terms.agreement,
-        "timezone": terms.timezone,
-        "currency": {"symbol": terms.currency_symbol, "decimals": terms.decimals},
-        "monthly_fee": terms.monthly_fee,
-        "telemetry": {
-            "stale_after": terms.stale_after,
-            "missing_data": terms.missing_data,
-            "maintenance_state": terms.maintenance_state,
-            # only when set, so that the hash of terms written before status maps is unchanged
-            **({"status_map": {k: dict(m) for k, m in terms.status_map}} if terms.status_map else {}),
-        },
-        "exclusion_mode": terms.exclusion_mode,
-        "sites": [
-            {"id": s.id, "timezone": s.timezone, "business_hours": hours(s.business_hours), "fee": s.fee}
-            for s in terms.sites
-        ],
-        "objectives": [objective(o) for o in terms.objectives],
-        "credit_cap_bps": terms.credit_cap_bps,
-        "term": {"first_period": terms.first_period, "periods": terms.periods},
-    }
-
-
-def canonical_bytes(terms: Terms) -> bytes:
-    """Sorted-key, whitespace-free UTF-8 JSON of the normalised model (docs/terms.md)."""
-    return json.dumps(canonical_dict(terms), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def terms_hash(terms: Terms) -> str:
-    return "0x" + keccak(canonical_bytes(terms)).hex()
-
-
-# --------------------------------------------------------------------------- periods
+__all__ = ["Objective", "Site", "Terms", "TermsError", "canonical_bytes", "canonical_dict", "load_terms",
+           "parse_terms", "parse_terms_bytes", "terms_hash"]

@@ -35,6 +35,8 @@ from oracle.store.ingest import ingest_file
 EXAMPLE = PROJECT_ROOT / "examples" / "acme-ev"
 TERMS = EXAMPLE / "terms.yaml"
 ORACLE_KEYS = [keccak(text=f"slacomp api test oracle {i}") for i in range(3)]
+# neither party may be an oracle (the factory refuses it): agreements created through the API use these
+ORACLES = [Account.from_key(k).address for k in ORACLE_KEYS]
 AS_OF = "2026-10-20T00:00:00Z"  # inside the example's October, before the demo settled it
 KEYS = {name: f"slk_test_{name}" for name in ("vendor", "customer", "auditor", "other_vendor", "other_customer")}
 
@@ -72,7 +74,7 @@ def settle_first_period(w3: Web3, vendor: str, customer: str, relayer: str) -> t
     token = deploy(w3, "TestToken", vendor, "Test USD Coin", "USDC", 6)
     oracles = [Account.from_key(k).address for k in ORACLE_KEYS]
     config = config_from_terms(terms, customer=customer, asset=token.address, oracles=oracles, threshold=2)
-    agreement, _ = create_agreement(w3, factory, vendor, config)
+    agreement, _ = create_agreement(w3, factory, vendor, config, customer=customer)
     escrow = config.max_credit_per_period() * config.period_count
     transact(w3, token.functions.mint(vendor, escrow), vendor, "mint")
     deposit(w3, agreement, vendor, escrow)
@@ -93,7 +95,7 @@ def world(anvil, tmp_path_factory) -> World:
     terms = load_terms(TERMS)
     oracles = [Account.from_key(k).address for k in ORACLE_KEYS]
     config = config_from_terms(terms, customer=acct[2], asset="0x" + "00" * 20, oracles=oracles, threshold=2)
-    other, _ = create_agreement(w3, contract(w3, "AgreementFactory", factory), acct[3], config)
+    other, _ = create_agreement(w3, contract(w3, "AgreementFactory", factory), acct[3], config, customer=acct[2])
 
     root = tmp_path_factory.mktemp("api")
     data_dir = root / "data"

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, select
 
 from api.auth import api_audit
 
-from .conftest import AS_OF, TERMS
+from .conftest import AS_OF, ORACLES, TERMS
 
 ROLES = ("vendor", "customer", "auditor", "other_vendor", "other_customer", None, "bogus")
 READS = ("", "/status?as_of=" + AS_OF, "/status/burn?as_of=" + AS_OF, "/status/burn?forecast=true&as_of=" + AS_OF,
@@ -52,7 +52,7 @@ def test_ingest_matrix(client, world, who):
 
 @pytest.mark.parametrize("who", ROLES)
 def test_create_matrix(client, world, who):
-    body = {"terms": TERMS.read_text(), "customer": world.customer, "oracles": [world.vendor], "threshold": 1}
+    body = {"terms": TERMS.read_text(), "customer": world.customer, "oracles": ORACLES[:1], "threshold": 1}
     r = client.post("/v1/agreements", json=body, headers=headers(world, who))
     # any vendor may create agreements (it becomes their vendor); customers and auditors may not
     expected = {"vendor": 201, "other_vendor": 201}.get(who, WRITE_OK[who])

@@ -18,7 +18,7 @@ from oracle.evidence.bundle import bundle_path, load_bundle
 from oracle.evidence.csv import parse_ts_text
 from oracle.evidence.load import load_evidence
 
-from .conftest import AS_OF, EXAMPLE, TERMS, get_json
+from .conftest import AS_OF, EXAMPLE, ORACLES, TERMS, get_json
 
 
 def test_status_is_the_engines_month_to_date(client, world):
@@ -88,7 +88,7 @@ def test_evidence_bundle_of_the_settled_period_recomputes_the_report(client, wor
 
 
 def test_vendor_creates_an_agreement_through_the_factory(client, world):
-    body = {"terms": TERMS.read_text(), "customer": world.other_customer, "oracles": [world.vendor, world.customer],
+    body = {"terms": TERMS.read_text(), "customer": world.other_customer, "oracles": ORACLES[:2],
             "threshold": 2}
     r = client.post("/v1/agreements", json=body, headers=world.headers("vendor"))
     assert r.status_code == 201, r.text
@@ -187,9 +187,9 @@ def test_an_agreement_whose_logs_lack_its_config_is_502_naming_the_hash(world):
     """The view reads the Config whose hash is in storage from the logs, and falls back to no other."""
     terms = load_terms(TERMS)
     config = config_from_terms(terms, customer=world.other_customer, asset="0x" + "00" * 20,
-                               oracles=[world.vendor, world.customer], threshold=1)
+                               oracles=ORACLES[:2], threshold=1)
     agreement, _ = create_agreement(world.w3, contract(world.w3, "AgreementFactory", world.factory),
-                                    world.other_vendor, config)
+                                    world.other_vendor, config, customer=world.other_customer)
     slot = next(i for i in range(16) if bytes(world.w3.eth.get_storage_at(agreement.address, i)) == config.hash())
     other = "0x" + "ab" * 32
     world.w3.provider.make_request("anvil_setStorageAt", [agreement.address, hex(slot), other])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import brownie
 import pytest
-from brownie import Agreement, AgreementFactory, TestToken, accounts, chain, web3
+from brownie import Agreement, AgreementFactory, HostileCustomer, TestToken, accounts, chain, web3
 from eth_account import Account
 from eth_utils import keccak
 
@@ -67,9 +67,15 @@ def make_config(start: int, customer, asset=ZERO, *, sites=(1_000, 1_000), oracl
                   bounds, tuple(oracles), threshold)
 
 
-def create(factory, vendor, cfg: Config):
-    tx = factory.createAgreement(cfg.encoded(), {"from": vendor})
-    return Agreement.at(tx.return_value), tx
+def create(factory, vendor, cfg: Config, *, accept=True):
+    """Create the agreement for `cfg`; by default its customer accepts it (periods settle only then)."""
+    tx = factory.createAgreement["bytes"](cfg.encoded(), {"from": vendor})
+    agreement = Agreement.at(tx.return_value)
+    if accept and web3.eth.get_code(cfg.customer):  # a customer contract (HostileCustomer) accepts through exec
+        HostileCustomer.at(cfg.customer).exec(agreement, agreement.accept.encode_input(), {"from": vendor})
+    elif accept:
+        agreement.accept({"from": cfg.customer})
+    return agreement, tx
 
 
 @pytest.fixture

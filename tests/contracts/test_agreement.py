@@ -58,13 +58,13 @@ def test_initialize_stores_parties_and_emits_config(factory, vendor, customer, c
 
 def test_initialize_twice_reverts(eth_agreement, vendor, cfg):
     with reverts("InvalidInitialization"):
-        eth_agreement.initialize(vendor, cfg.encoded(), {"from": vendor})
+        eth_agreement.initialize(vendor, cfg.encoded(), b"", {"from": vendor})
 
 
 def test_implementation_cannot_be_initialized(factory, vendor, cfg):
     impl = Agreement.at(factory.implementation())
     with reverts("InvalidInitialization"):
-        impl.initialize(vendor, cfg.encoded(), {"from": vendor})
+        impl.initialize(vendor, cfg.encoded(), b"", {"from": vendor})
 
 
 @pytest.mark.parametrize("change, error", [
@@ -95,7 +95,7 @@ def test_invalid_tiers_and_scope_revert(factory, vendor, customer, start):
     bad_scope = good[:scope_at] + b"\x07" + good[scope_at + 1:]
     with reverts("UnknownScope", 0, 7):
         factory.createAgreement(bad_scope, {"from": vendor})
-    with reverts("ConfigLength", len(good), len(good) + 1):
+    with reverts("InvalidSettlement", len(good)):  # a trailing byte is a (truncated) settlement section
         factory.createAgreement(good + b"\x00", {"from": vendor})
 
 
@@ -172,8 +172,8 @@ def test_report_out_of_order_reverts(eth_agreement, cfg, outsider):
 
 
 def test_report_past_the_last_period_reverts(eth_agreement, cfg, outsider):
-    end_period(cfg, 2)
     for p in range(3):
+        end_period(cfg, p)  # each report inside its deadline
         submit(eth_agreement, cfg, p, all_met(cfg), outsider)
     with reverts("NoSuchPeriod", 3):
         submit(eth_agreement, cfg, 3, all_met(cfg), outsider)
@@ -192,7 +192,7 @@ def test_attainment_above_100_percent_reverts(eth_agreement, cfg, outsider):
     end_period(cfg, 0)
     att = bytearray(make_report(0, TERMS_HASH, EVIDENCE, all_met(cfg)).packed_attainments)
     att[2:4] = (10_001).to_bytes(2, "big")  # pack_attainments refuses this, so build it by hand
-    digest = bytes(eth_agreement.reportDigest(0, TERMS_HASH, EVIDENCE, bytes(att)))
+    digest = bytes(eth_agreement.reportDigest(0, 0, TERMS_HASH, EVIDENCE, bytes(att)))
     sigs = pack_signatures({cfg.oracle_index(ORACLES[i]): sign_digest(digest, ORACLE_KEYS[i]) for i in range(2)})
     with reverts("AttainmentOutOfRange", 2, 10001):
         eth_agreement.submitReport(cfg.encoded(), 0, TERMS_HASH, EVIDENCE, bytes(att), sigs, {"from": outsider})
@@ -206,7 +206,7 @@ def test_eip712_domain_binds_chain_and_agreement(eth_agreement):
 def test_report_digest_and_typehash_match_python(eth_agreement, cfg):
     report = make_report(2, TERMS_HASH, EVIDENCE, [[1, 2], [3, 4], [5]])
     assert bytes(eth_agreement.REPORT_TYPEHASH()) == REPORT_TYPEHASH
-    onchain = eth_agreement.reportDigest(2, TERMS_HASH, EVIDENCE, report.packed_attainments)
+    onchain = eth_agreement.reportDigest(2, 0, TERMS_HASH, EVIDENCE, report.packed_attainments)
     assert bytes(onchain) == report.digest(chain.id, eth_agreement.address)
 
 
@@ -288,9 +288,10 @@ def test_repay_debt_after_direct_token_transfer(token_agreement, token_cfg, toke
 
 def test_last_period_returns_escrow_to_vendor(eth_agreement, cfg, vendor, outsider):
     fund(eth_agreement, vendor)
+    for p in range(2):
+        end_period(cfg, p)
+        submit(eth_agreement, cfg, p, all_met(cfg), outsider)
     end_period(cfg, 2)
-    submit(eth_agreement, cfg, 0, all_met(cfg), outsider)
-    submit(eth_agreement, cfg, 1, all_met(cfg), outsider)
     before = vendor.balance()
     tx = submit(eth_agreement, cfg, 2, [[0, 10_000], [10_000, 10_000], [10_000]], outsider)
     assert tx.events["EscrowReturned"]["amount"] == FUND - 1_000

@@ -39,11 +39,12 @@ def funded(eth_agreement, vendor):
 
 
 def test_replayed_report_reverts(funded, cfg, outsider):
-    end_period(cfg, 1)
+    end_period(cfg, 0)
     att, sigs = signed(funded, cfg, 0, MISS(cfg))
     _send(funded, cfg, 0, att, sigs, outsider)
     with reverts("PeriodAlreadySettled", 0):
         _send(funded, cfg, 0, att, sigs, outsider)
+    end_period(cfg, 1)
     # the same signatures cannot settle the next period: the period is signed
     with brownie.reverts(revert_pattern=r"NotAnOracle: 0, 0x[0-9a-f]{40}"):
         funded.submitReport.call(cfg.encoded(), 1, TERMS_HASH, EVIDENCE, att, sigs, {"from": outsider})
@@ -122,7 +123,7 @@ def test_malleable_high_s_signature_reverts(funded, cfg, outsider):
     (i0, s0), rest = unpack_signatures(sigs)[0], unpack_signatures(sigs)[1:]
     r, s, v = s0[:32], int.from_bytes(s0[32:64], "big"), s0[64]
     flipped = r + (SECP256K1_N - s).to_bytes(32, "big") + bytes([55 - v])  # same signer, high s
-    assert Account._recover_hash(bytes(funded.reportDigest(0, TERMS_HASH, EVIDENCE, att)),
+    assert Account._recover_hash(bytes(funded.reportDigest(0, 0, TERMS_HASH, EVIDENCE, att)),
                                  vrs=(55 - v, int.from_bytes(r, "big"), SECP256K1_N - s)) in ORACLES
     with reverts("HighSSignature", 0):
         _send(funded, cfg, 0, att, pack_signatures([(i0, flipped), *rest]), outsider)
@@ -188,7 +189,6 @@ def test_reverting_customer_gets_claimable_credit(factory, vendor, hostile, star
 
 def test_reentrant_customer_cannot_reenter(factory, vendor, hostile, start, outsider):
     agreement, cfg = _hostile_agreement(factory, vendor, hostile, start)
-    end_period(cfg, 2)
     reentrancy = keccak(text="ReentrancyGuardReentrantCall()")[:4]  # OpenZeppelin's ReentrancyGuard
     # on receipt of each period's credit, the customer re-enters a money path of the agreement
     # (short calls: a push forwards 50,000 gas, so a long re-entry would simply run out of gas)
@@ -196,6 +196,7 @@ def test_reentrant_customer_cannot_reenter(factory, vendor, hostile, start, outs
                 agreement.claim.encode_input(hostile)]
     for period, payload in enumerate(payloads):
         hostile.setMode(2, agreement, payload, {"from": vendor})
+        end_period(cfg, period)
         tx = submit(agreement, cfg, period, MISS(cfg), outsider)
         assert hostile.reentered() is False and bytes(hostile.reentryError()) == reentrancy
         assert tx.events["CreditPaid"]["amount"] == 2_000

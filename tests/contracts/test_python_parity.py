@@ -66,6 +66,7 @@ def test_config_hash_and_layout_match(factory, vendor, customer, start):
 
 def test_report_type_string_is_the_contracts(calculator):
     assert bytes(calculator.REPORT_TYPEHASH()) == keccak(text=REPORT_TYPE)
-    assert REPORT_TYPE == "Report(uint32 period,bytes32 termsHash,bytes32 evidenceRoot,bytes attainments)"
+    assert REPORT_TYPE == ("Report(uint32 period,uint32 revision,bytes32 termsHash,bytes32 evidenceRoot,"
+                           "bytes attainments)")
     report = make_report(1, keccak(text="a"), keccak(text="b"), [[1]])
     assert report.struct_hash() != make_report(2, keccak(text="a"), keccak(text="b"), [[1]]).struct_hash()

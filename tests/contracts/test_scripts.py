@@ -18,3 +18,6 @@ def test_deploy_factory_then_create_agreement_from_terms(customer):
     assert agreement.termsHash() == terms_hash(load_terms(EXAMPLE / "terms.yaml"))
     assert agreement.customer() == customer and agreement.configHash() == "0x" + config.hash().hex()
     assert agreement.periodCount() == 3
+    assert not agreement.accepted()  # the customer accepts separately
+    agreement.accept({"from": customer})
+    assert agreement.accepted()

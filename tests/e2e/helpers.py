@@ -40,7 +40,7 @@ def settle_example(w3: Web3) -> Settled:
     terms = load_terms(EXAMPLE / "terms.yaml")
     token = deploy(w3, "TestToken", vendor, "Test USD Coin", "USDC", 6)
     config = config_from_terms(terms, customer=customer, asset=token.address, oracles=ORACLES, threshold=2)
-    agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config)
+    agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config, customer=customer)
     escrow = config.max_credit_per_period() * config.period_count
     transact(w3, token.functions.mint(vendor, escrow), vendor, "mint")
     deposit(w3, agreement, vendor, escrow)

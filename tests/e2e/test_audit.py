@@ -49,7 +49,7 @@ def _history(w3, estate: Path, store: Path, tamper_kpi: bool = False):
     terms = load_terms(estate / "terms.yaml")
     vendor, customer, relayer = w3.eth.accounts[:3]
     config = config_from_terms(terms, customer=customer, asset="0x" + "00" * 20, oracles=ORACLES, threshold=2)
-    agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config)
+    agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config, customer=customer)
     deposit(w3, agreement, vendor, 10**21)
     files = {p.name: p.read_bytes() for p in sorted((estate / "evidence").iterdir())}
     for index, label in enumerate(period_labels(terms)):

@@ -60,7 +60,7 @@ def settled(anvil, tmp_path_factory):
     w3 = anvil.w3()
     vendor, customer, relayer = w3.eth.accounts[:3]
     config = config_from_terms(terms, customer=customer, asset="0x" + "00" * 20, oracles=ORACLES, threshold=2)
-    agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config)
+    agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config, customer=customer)
     deposit(w3, agreement, vendor, 10**21)
     closes = []
     for index, label in enumerate(period_labels(terms)):

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import solcx
+import yaml
 from eth_account import Account
 from eth_utils import keccak
 
@@ -45,7 +46,7 @@ def _settle(w3, agreement, config, period, attainments, keys=DEMO_ORACLE_KEYS[:2
 def _agreement(w3, oracles=ORACLES, factory=None):
     vendor, customer = w3.eth.accounts[:2]
     config = config_from_terms(TERMS, customer=customer, asset="0x" + "00" * 20, oracles=oracles, threshold=2)
-    agreement, _ = create_agreement(w3, factory or deploy_factory(w3, vendor), vendor, config)
+    agreement, _ = create_agreement(w3, factory or deploy_factory(w3, vendor), vendor, config, customer=customer)
     return agreement, config
 
 
@@ -91,6 +92,12 @@ def test_report_from_an_oracle_set_that_was_not_agreed_is_caught(anvil):
     assert not v.ok and v.first_problem().startswith("oracles: the initial oracle set is the agreed one")
 
 
+def _optimizer_runs() -> int:
+    """The optimizer runs of brownie-config.yaml (more would take the Agreement past 24,576 bytes)."""
+    config = yaml.safe_load((PROJECT_ROOT / "brownie-config.yaml").read_text())
+    return int(config["compiler"]["solc"]["optimizer"]["runs"])
+
+
 def _compile_modified() -> dict:
     """The repository's contracts with the in-order period check weakened (a 'vendor fork')."""
     os.environ.setdefault("SOLCX_BINARY_PATH", str(PROJECT_ROOT / ".solcx"))
@@ -102,7 +109,7 @@ def _compile_modified() -> dict:
     }
     out = solcx.compile_standard({
         "language": "Solidity", "sources": sources,
-        "settings": {"optimizer": {"enabled": True, "runs": 10_000}, "evmVersion": "shanghai",
+        "settings": {"optimizer": {"enabled": True, "runs": _optimizer_runs()}, "evmVersion": "shanghai",
                      "remappings": ["@openzeppelin/=node_modules/@openzeppelin/"],
                      "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}}},
     }, solc_version="0.8.28", allow_paths=str(PROJECT_ROOT), base_path=str(PROJECT_ROOT))

@@ -87,7 +87,7 @@ def deploy_agreement(w3: Web3, url: str, threshold: int = 2, customer_index: int
     token = deploy(w3, "TestToken", vendor, "Test USD Coin", "USDC", 6)
     oracles = [Account.from_key(k).address for k in ORACLE_KEYS]
     config = config_from_terms(terms, customer=customer, asset=token.address, oracles=oracles, threshold=threshold)
-    agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config)
+    agreement, _ = create_agreement(w3, deploy_factory(w3, vendor), vendor, config, customer=customer)
     escrow = config.max_credit_per_period() * config.period_count
     transact(w3, token.functions.mint(vendor, escrow), vendor, "mint")
     deposit(w3, agreement, vendor, escrow)

@@ -156,11 +156,12 @@ def test_report_digest_words_are_the_abi_encoding():
     rng = random.Random(5)
     for _ in range(50):
         report = make_report(rng.choice([0, 1, 11, 2**32 - 1]), rng.randbytes(32), rng.randbytes(32),
-                             [[rng.randrange(10_001) for _ in range(rng.randrange(1, 6))] for _ in range(3)])
+                             [[rng.randrange(10_001) for _ in range(rng.randrange(1, 6))] for _ in range(3)],
+                             revision=rng.choice([0, 1, 2**32 - 1]))
         chain_id, agreement = rng.choice([1, 31337, 2**64]), Account.from_key(rng.randbytes(32)).address
         assert report.struct_hash() == keccak(encode(
-            ["bytes32", "uint32", "bytes32", "bytes32", "bytes32"],
-            [REPORT_TYPEHASH, report.period, report.terms_hash, report.evidence_root,
+            ["bytes32", "uint32", "uint32", "bytes32", "bytes32", "bytes32"],
+            [REPORT_TYPEHASH, report.period, report.revision, report.terms_hash, report.evidence_root,
              keccak(report.packed_attainments)]))
         assert domain_separator(chain_id, agreement.lower()) == keccak(encode(
             ["bytes32", "bytes32", "bytes32", "uint256", "address"],
